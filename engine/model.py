@@ -1,0 +1,147 @@
+"""The model bundle of a preset and its torch runner.
+
+    model = load_model(ModelConfig.from_name("tiny"))                    # seeded (untrained) tiny
+    model = load_model(cfg, weights_dir="weights/echomimic", device="cuda", dtype=torch.float16)
+    runners = TorchRunners(model)
+
+The streaming session talks to the model only through the `Runners` interface, so ONNX Runtime
+or TensorRT runners (built in `export/`) drop in without the engine knowing about them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from engine.audio_encoder import WhisperEncoder
+from engine.config import ModelConfig
+from engine.errors import InputError
+from engine.face_locator import FaceLocator
+from engine.init_weights import seeded_init_
+from engine.unet import Denoiser, ReferenceNet
+from engine.vae import AutoencoderKL
+from engine.weights import load_weights, manifest
+
+# Fixed seeds of the untrained presets' modules (deterministic "seeded weights").
+COMPONENT_SEEDS = {"reference_net": 1, "denoiser": 2, "face_locator": 3, "audio_encoder": 4, "vae": 5}
+
+
+class AvatarModel(nn.Module):
+    """All learned components of a preset, under the attribute names the weight groups use."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.reference_net = ReferenceNet(cfg.unet)
+        self.denoiser = Denoiser(cfg.unet)
+        self.face_locator = FaceLocator(cfg.face_locator, embedding_channels=cfg.unet.block_out_channels[0])
+        self.audio_encoder = WhisperEncoder(cfg.audio)
+        self.vae = AutoencoderKL(cfg.vae)
+
+    def components(self) -> dict[str, nn.Module]:
+        return dict(self.named_children())
+
+
+def build_manifest(cfg: ModelConfig) -> dict:
+    """The preset's checkpoint manifest, built on the `meta` device (no memory)."""
+    with torch.device("meta"):
+        model = AvatarModel(cfg)
+    return manifest(cfg, model.components())
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """"auto" / None → CUDA when present, else CPU; a clear error for an unusable device."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise InputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def load_model(cfg: ModelConfig, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> AvatarModel:
+    """Build the bundle and fill it: from `weights_dir` (strict), or seeded for untrained presets."""
+    device = torch.device(device)
+    if weights_dir is None:
+        if not cfg.seeded_weights:
+            raise InputError(
+                f"preset {cfg.name} needs its weights: pass --weights DIR "
+                f"(EchoMimic v1 release layout; see the README)"
+            )
+        model = AvatarModel(cfg)
+        for name, module in model.components().items():
+            seeded_init_(module, COMPONENT_SEEDS[name])
+    else:
+        with torch.device("meta"):
+            model = AvatarModel(cfg)
+        load_weights(cfg, model.components(), Path(weights_dir), dtype=torch.float32)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+class Runners(Protocol):
+    """What a session needs from a backend. Tensors live on the runner's device.
+
+    audio_stack(mel [1, n_mels, T]) → [1, T/2, n_layer+1, n_state]
+    encode_image(pixels [1, 3, S, S] in [-1, 1]) → latents [1, 4, s, s]
+    face_features(mask [1, 1, S, S] in [0, 1]) → [1, C0, s, s]
+    reference_kv(ref_latents [1, 4, s, s]) → 32 tensors (K, V per spatial transformer)
+    denoise(sample [B, 4, F, s, s], timestep [B], audio [B, F, Ta, Ca], face [B, C0, s, s], kv) → v
+    decode(latents [N, 4, s, s]) → frames [N, 3, S, S] in [0, 1]
+    """
+
+    cfg: ModelConfig
+    device: torch.device
+    dtype: torch.dtype
+
+    def audio_stack(self, mel: torch.Tensor) -> torch.Tensor: ...
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor: ...
+    def face_features(self, mask: torch.Tensor) -> torch.Tensor: ...
+    def reference_kv(self, ref_latents: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
+    def denoise(self, sample, timestep, audio, face, kv: tuple[torch.Tensor, ...]) -> torch.Tensor: ...
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+class TorchRunners:
+    """Eager PyTorch backend over an `AvatarModel`."""
+
+    def __init__(self, model: AvatarModel):
+        self.model = model
+        self.cfg = model.cfg
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def audio_stack(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.model.audio_encoder(self._in(mel)).float()
+
+    @torch.inference_mode()
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.vae.encode_mean(self._in(pixels)).float()
+
+    @torch.inference_mode()
+    def face_features(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.model.face_locator(self._in(mask))
+
+    @torch.inference_mode()
+    def reference_kv(self, ref_latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        bank = self.model.reference_net(self._in(ref_latents))
+        return self.model.denoiser.reference_kv(*bank)
+
+    @torch.inference_mode()
+    def denoise(self, sample, timestep, audio, face, kv) -> torch.Tensor:
+        t = timestep.to(self.device)
+        return self.model.denoiser(self._in(sample), t, self._in(audio), self._in(face), *kv).float()
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.model.vae.decode_to_unit(self._in(latents)).float()

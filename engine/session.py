@@ -1,0 +1,262 @@
+"""A live session for one avatar: audio in, video frames with presentation times out.
+
+    avatar = prepare_avatar(runners, portrait)            # once per portrait, shared by sessions
+    session = Session(runners, avatar, seed=0)
+    session.push_audio(pcm_chunk, sample_rate)            # any size, any rate, any time
+    for frame in session.frames():                        # clips whose audio is in
+        show(frame.image, frame.pts)
+    session.flush()                                        # end of speech: finish the tail
+    session.clear()                                        # barge-in: drop pending audio and frames
+
+Data flow per clip k (`F` = clip_frames new frames, `n` = motion_frames known frames):
+audio ring → per-frame audio tokens (rolling Whisper window, running log-mel max) → window of
+n + F latents whose first n are the previous clip's last latents (the motion frames; the
+reference latent for the first clip), re-noised to every step's level → `steps` denoiser passes →
+VAE decode of the F new latents → frames k·F … k·F+F−1 at pts = index / fps.
+
+Everything is a deterministic function of the audio stream and the seed: the same audio pushed in
+20 ms pieces or in one piece gives the same frames.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from engine.audio_encoder import StreamingAudioFeatures
+from engine.errors import InputError
+from engine.media import AudioResampleStream
+from engine.model import Runners
+from engine.sampler import DDIMSampler
+
+
+@dataclass
+class Avatar:
+    """Per-portrait constants, computed once and shared by every session that uses the portrait.
+
+    image [S, S, 3] uint8 (the crop), ref_latents [1, 4, s, s], face [1, C0, s, s],
+    reference_kv: 32 tensors [1, Lr_l, C_l].
+    """
+
+    image: np.ndarray
+    ref_latents: torch.Tensor
+    face: torch.Tensor
+    reference_kv: tuple[torch.Tensor, ...]
+
+
+def prepare_avatar(runners: Runners, image: np.ndarray, mask: np.ndarray) -> Avatar:
+    """image [S, S, 3] uint8 RGB and mask [S, S] in [0, 1] at the preset's size → cached Avatar."""
+    size = runners.cfg.stream.image_size
+    if image.shape != (size, size, 3) or mask.shape != (size, size):
+        raise InputError(f"avatar image must be {size}x{size} RGB with a {size}x{size} mask, got {image.shape}")
+    pixels = torch.from_numpy(np.ascontiguousarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    ref_latents = runners.encode_image(pixels)
+    face = runners.face_features(torch.from_numpy(mask.astype(np.float32))[None, None])
+    return Avatar(image=image, ref_latents=ref_latents, face=face, reference_kv=runners.reference_kv(ref_latents))
+
+
+@dataclass
+class VideoFrame:
+    """One output frame: index in the session's timeline, pts in seconds, image [S, S, 3] uint8."""
+
+    index: int
+    pts: float
+    image: np.ndarray
+
+
+class AudioRing:
+    """16 kHz mono samples addressed by absolute index; keeps only a bounded left context.
+
+    Samples before 0 and after the end (once the stream has ended) read as silence.
+    """
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.start = 0  # absolute index of buf[0]
+        self.buf = np.zeros(0, dtype=np.float32)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.buf)
+
+    def append(self, pcm: np.ndarray) -> None:
+        self.buf = np.concatenate([self.buf, pcm.astype(np.float32, copy=False)])
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Samples [a, b) as float32; zeros outside what was pushed."""
+        out = np.zeros(b - a, dtype=np.float32)
+        lo, hi = max(a, self.start), min(b, self.end)
+        if hi > lo:
+            out[lo - a:hi - a] = self.buf[lo - self.start:hi - self.start]
+        return out
+
+    def forget_before(self, index: int) -> None:
+        """Drop samples older than `index − keep` (the audio window's left context)."""
+        cut = min(index - self.keep, self.end) - self.start
+        if cut > 0:
+            self.buf = self.buf[cut:]
+            self.start += cut
+
+    def truncate(self, index: int) -> None:
+        """Drop every sample at or after `index` (barge-in)."""
+        if index < self.end:
+            self.buf = self.buf[: max(index - self.start, 0)]
+
+
+def _clip_seed(seed: int, clip: int) -> int:
+    return (seed * 1_000_003 + clip * 7919) % (2**63)
+
+
+class Session:
+    """Streaming generator for one avatar; not thread-safe (one producer, one consumer loop)."""
+
+    def __init__(self, runners: Runners, avatar: Avatar, seed: int = 0):
+        self.runners = runners
+        self.cfg = runners.cfg
+        self.avatar = avatar
+        self.seed = seed
+        self.sampler = DDIMSampler(self.cfg.sampler)
+        self.features = StreamingAudioFeatures(runners.audio_stack, self.cfg.audio)
+        self.sample_rate = self.cfg.audio.sample_rate
+        window = int(self.cfg.audio.window_seconds * self.sample_rate)
+        self.ring = AudioRing(keep=window + self.sample_rate)
+        self._resamplers: dict[int, AudioResampleStream] = {}
+        self.pending: deque[VideoFrame] = deque()
+        self.next_clip = 0
+        self.total_frames: int | None = None  # known once the stream has ended (flush)
+        self.motion = self._reference_motion()
+
+    # ---- input ---------------------------------------------------------------------------
+    def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
+        """Append audio: float mono [T] or [channels, T] at any rate. Bad input raises InputError."""
+        pcm = np.asarray(pcm)
+        if pcm.ndim not in (1, 2) or pcm.size == 0 and pcm.ndim != 1:
+            raise InputError(f"audio must be [samples] or [channels, samples], got shape {pcm.shape}")
+        if not np.issubdtype(pcm.dtype, np.floating):
+            raise InputError(f"audio must be float samples in [-1, 1], got {pcm.dtype}")
+        if not np.isfinite(pcm).all():
+            raise InputError("audio contains NaN or infinite samples")
+        if not isinstance(sample_rate, (int, np.integer)) or not 4000 <= sample_rate <= 384000:
+            raise InputError(f"sample rate must be an integer between 4000 and 384000 Hz, got {sample_rate}")
+        if self.total_frames is not None:
+            raise InputError("this session's stream has ended (flush was called); start a new session")
+        if pcm.ndim == 2:
+            pcm = pcm.mean(axis=0) if sample_rate == self.sample_rate else pcm
+        if sample_rate != self.sample_rate:
+            stream = self._resamplers.setdefault(int(sample_rate), AudioResampleStream(int(sample_rate)))
+            pcm = stream.push(pcm.astype(np.float32))
+        self.ring.append(np.clip(pcm, -1.0, 1.0).astype(np.float32))
+
+    def flush(self) -> None:
+        """End of stream: the tail is generated with silence as look-ahead; frame count = ⌈duration·fps⌉."""
+        for stream in self._resamplers.values():
+            self.ring.append(stream.flush())
+        self._resamplers.clear()
+        fps = self.cfg.stream.fps
+        self.total_frames = -(-self.ring.end * fps // self.sample_rate)
+
+    def clear(self) -> None:
+        """Barge-in: drop audio not yet turned into frames and every queued frame; back to idle."""
+        self.pending.clear()
+        boundary = self._frame_sample(self.next_clip * self.cfg.stream.clip_frames)
+        self.ring.truncate(boundary)
+        if self.ring.end < boundary:
+            self.ring.append(np.zeros(boundary - self.ring.end, dtype=np.float32))
+        for rate in list(self._resamplers):
+            self._resamplers[rate] = AudioResampleStream(rate)
+
+    # ---- scheduling ----------------------------------------------------------------------
+    def _frame_sample(self, frame: int) -> int:
+        return frame * self.sample_rate // self.cfg.stream.fps
+
+    def _clip_range(self, clip: int) -> tuple[int, int]:
+        """Frames [first, first + n + F) of the clip's window, motion prefix included."""
+        s = self.cfg.stream
+        return clip * s.clip_frames - s.motion_frames, s.window_frames
+
+    def clip_ready(self) -> bool:
+        """True when the next clip's audio (with look-ahead) is in, or the ended stream has frames left."""
+        if self.total_frames is not None:
+            return self.next_clip * self.cfg.stream.clip_frames < self.total_frames
+        first, count = self._audio_frames(self.next_clip)
+        _, end = self.features.required_span(first, count, self.cfg.stream.fps)
+        return end <= self.ring.end
+
+    def _audio_frames(self, clip: int) -> tuple[int, int]:
+        """Frames whose audio tokens are computed for the clip: the window minus frames before 0."""
+        first, count = self._clip_range(clip)
+        return max(first, 0), count - max(-first, 0)
+
+    def run_clip(self) -> list[VideoFrame]:
+        """Generate the next clip (caller checked `clip_ready`); returns its frames and queues them."""
+        s = self.cfg.stream
+        k = self.next_clip
+        first, count = self._audio_frames(k)
+        a, b = self.features.required_span(first, count, s.fps)
+        tokens = self.features.tokens_for_frames(self.ring.read(a, b), a, first, count, s.fps)
+        if count < s.window_frames:  # first clip: the reference prefix gets frame 0's audio (clamped)
+            tokens = torch.cat([tokens[:1].expand(s.window_frames - count, -1, -1), tokens])
+        latents = self.denoise_clip(tokens[None], k)
+        self.motion = latents[:, :, -s.motion_frames:] if s.motion_frames else self.motion
+        frames = self.runners.decode(latents[0].permute(1, 0, 2, 3))
+        images = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = []
+        for j, image in enumerate(images):
+            index = k * s.clip_frames + j
+            if self.total_frames is not None and index >= self.total_frames:
+                break
+            out.append(VideoFrame(index=index, pts=index / s.fps, image=image))
+        self.next_clip += 1
+        self.ring.forget_before(a)
+        if len(self.pending) + len(out) > s.max_pending_frames:
+            raise InputError(
+                f"frame queue full ({s.max_pending_frames} frames): consume frames() while pushing audio"
+            )
+        self.pending.extend(out)
+        return out
+
+    def denoise_clip(self, tokens: torch.Tensor, clip: int) -> torch.Tensor:
+        """tokens [1, n+F, Ta, Ca] → clean latents of the F new frames [1, 4, F, s, s].
+
+        The n motion latents form a known prefix, re-noised to each step's level with fixed noise.
+        """
+        cfg, s = self.cfg, self.cfg.stream
+        r = self.runners
+        size = cfg.latent_size
+        gen = torch.Generator().manual_seed(_clip_seed(self.seed, clip))
+        x = self.sampler.initial_noise((1, 4, s.clip_frames, size, size), gen)
+        prefix_noise = torch.randn((1, 4, s.motion_frames, size, size), generator=gen)
+        face, kv = self.avatar.face, self.avatar.reference_kv
+        guidance = cfg.sampler.guidance_scale
+        for t in self.sampler.timesteps:
+            prefix = self.sampler.add_noise(self.motion, prefix_noise, int(t))
+            window = torch.cat([prefix, x], dim=2)
+            ts = torch.tensor([int(t)])
+            v = r.denoise(window, ts, tokens, face, kv).cpu()
+            if guidance > 1.0:
+                u = r.denoise(window, ts, torch.zeros_like(tokens), torch.zeros_like(face), ()).cpu()
+                v = u + guidance * (v - u)
+            x = self.sampler.step(v[:, :, s.motion_frames:], int(t), x)
+        return x
+
+    def _reference_motion(self) -> torch.Tensor:
+        n = self.cfg.stream.motion_frames
+        return self.avatar.ref_latents.cpu()[:, :, None].expand(-1, -1, n, -1, -1).contiguous()
+
+    # ---- output --------------------------------------------------------------------------
+    def frames(self) -> Iterator[VideoFrame]:
+        """Yield queued frames, generating every clip whose audio is in (blocking compute)."""
+        while True:
+            while self.pending:
+                yield self.pending.popleft()
+            if not self.clip_ready():
+                return
+            self.run_clip()
+
+    @property
+    def generated_frames(self) -> int:
+        return self.next_clip * self.cfg.stream.clip_frames

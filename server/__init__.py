@@ -1,0 +1,1 @@
+"""livehead server package."""
