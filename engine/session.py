@@ -182,11 +182,11 @@ class Session:
         """True when the next clip's audio (with look-ahead) is in, or the ended stream has frames left."""
         if self.total_frames is not None:
             return self.next_clip * self.cfg.stream.clip_frames < self.total_frames
-        first, count = self._audio_frames(self.next_clip)
+        first, count = self.clip_audio_frames(self.next_clip)
         _, end = self.features.required_span(first, count, self.cfg.stream.fps)
         return end <= self.ring.end
 
-    def _audio_frames(self, clip: int) -> tuple[int, int]:
+    def clip_audio_frames(self, clip: int) -> tuple[int, int]:
         """Frames whose audio tokens are computed for the clip: the window minus frames before 0."""
         first, count = self._clip_range(clip)
         return max(first, 0), count - max(-first, 0)
@@ -195,7 +195,7 @@ class Session:
         """Generate the next clip (caller checked `clip_ready`); returns its frames and queues them."""
         s = self.cfg.stream
         k = self.next_clip
-        first, count = self._audio_frames(k)
+        first, count = self.clip_audio_frames(k)
         a, b = self.features.required_span(first, count, s.fps)
         tokens = self.features.tokens_for_frames(self.ring.read(a, b), a, first, count, s.fps)
         if count < s.window_frames:  # first clip: the reference prefix gets frame 0's audio (clamped)

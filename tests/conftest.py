@@ -1,0 +1,26 @@
+"""Shared test helpers: where the EchoMimic reference fixtures live.
+
+They sit in the shared reference folder beside the checkout (`../shared/reference/echomimic/fixtures`);
+LIVEHEAD_FIXTURES overrides. Tests that need them skip with a reason when they are absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "echomimic" / "fixtures"
+
+
+def fixtures_dir() -> Path:
+    return Path(os.environ.get("LIVEHEAD_FIXTURES", str(DEFAULT_FIXTURES)))
+
+
+def fixture_path(name: str) -> Path:
+    """Path of one fixture file; skips the calling test when it is missing."""
+    path = fixtures_dir() / name
+    if not path.exists():
+        pytest.skip(f"EchoMimic fixture {path} not found (set LIVEHEAD_FIXTURES to the fixtures directory)")
+    return path
