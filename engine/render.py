@@ -50,7 +50,8 @@ def render_file(runners: Runners, image_path: str | Path, audio_path: str | Path
     try:
         written = _generate(session, pcm, sr, out_path, expected, progress)
     except BaseException:
-        Path(out_path).unlink(missing_ok=True)  # never leave a truncated video behind
+        if not Path(out_path).is_dir():  # --out naming a directory: Mp4Writer's InputError says so
+            Path(out_path).unlink(missing_ok=True)  # never leave a truncated video behind
         raise
     t3 = time.perf_counter()
     return RenderReport(

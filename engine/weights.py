@@ -106,7 +106,7 @@ def check_state_dict(found: dict[str, torch.Tensor], expected: dict[str, list[in
             )
     for key in found:
         if key not in expected:
-            raise InputError(f"{where}: unexpected key {key!r}; is this the file for preset's {where.name}?")
+            raise InputError(f"{where}: unexpected key {key!r}; is this file from another model or preset?")
 
 
 def find_file(group: WeightGroup, root: Path) -> Path:

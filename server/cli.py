@@ -56,6 +56,8 @@ def cmd_animate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise_input(f"--out must name an .mp4 file, got {args.out!r}")
+    if not out.parent.is_dir():
+        raise_input(f"output directory does not exist: {out.parent}; create it or choose another --out")
     model = load_model(cfg, args.weights, device=device)
     if cfg.seeded_weights and args.weights is None:
         print(f"livehead: note: preset {cfg.name} has no trained weights yet; running deterministic seeded "

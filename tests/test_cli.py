@@ -339,8 +339,12 @@ def test_saved_tiny_weights_load_and_render_like_seeded(capsys, tmp_path, media,
     code, out, err = _run(capsys, "animate", "--audio", media["tiny_clip"], "--out", seeded,
                           "--device", "cpu", "--quiet")
     assert code == 0, err
-    # The files hold exactly the seeded model: the same frames come out.
-    np.testing.assert_array_equal(_decoded_frames(from_files), _decoded_frames(seeded))
+    # The files hold exactly the seeded model, so the same video comes out. Not bit for bit:
+    # safetensors hands back tensors that are not 64-byte aligned, and MKL's float rounding depends
+    # on alignment (~1e-6 in the reference K/V, amplified by the random-weight model to a few pixel
+    # levels on ~2 % of the pixels). A wrong key mapping would differ by tens of levels everywhere.
+    diff = np.abs(_decoded_frames(from_files).astype(np.int16) - _decoded_frames(seeded).astype(np.int16))
+    assert diff.mean() < 0.5, diff.mean()
 
 
 # ------------------------------------------------------------------------------------- output
