@@ -155,7 +155,7 @@ def test_vae_tiny_preset_on_meta() -> None:
     assert "encoder.down_blocks.0.resnets.1.conv1.weight" not in sd
     assert "decoder.up_blocks.0.resnets.1.conv1.weight" in sd
     assert "decoder.up_blocks.0.resnets.2.conv1.weight" not in sd
-    assert tuple(sd["decoder.conv_out.weight"].shape) == (3, 16, 3, 3)
+    assert tuple(sd["decoder.conv_out.weight"].shape) == (3, cfg.vae.block_out_channels[0], 3, 3)
 
 
 # ----------------------------------------------------------------------------------- face locator
