@@ -176,7 +176,7 @@ PRESETS: dict[str, ModelConfig] = {
         audio=AudioConfig(window_seconds=2.0, pad_to_ctx=False),
         face_locator=FaceLocatorConfig(block_out_channels=(4, 8, 16, 32)),
         sampler=SamplerConfig(steps=2, guidance_scale=1.0),
-        stream=StreamConfig(image_size=128, fps=25, clip_frames=8, motion_frames=2),
+        stream=StreamConfig(image_size=128, fps=25, clip_frames=10, motion_frames=2),
         seeded_weights=True,
     ),
     "echomimic-v1": _ECHOMIMIC_V1,
