@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import wave
 from dataclasses import replace
 from pathlib import Path
@@ -25,24 +24,15 @@ from engine.audio_encoder import (
 )
 from engine.config import AudioConfig
 from engine.errors import InputError
+from tests.conftest import fixture_path
 
 CFG = AudioConfig()
 FPS = 24  # the fixtures' pipeline fps
 
 
-def _fixtures_dir() -> Path:
-    env = os.environ.get("LIVEHEAD_FIXTURES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "echomimic" / "fixtures"
-
-
 @pytest.fixture(scope="module")
 def fixtures() -> Path:
-    path = _fixtures_dir()
-    if not (path / "whisper_tiny.safetensors").is_file():
-        pytest.skip(f"EchoMimic fixtures not found at {path} (set LIVEHEAD_FIXTURES to their folder)")
-    return path
+    return fixture_path("whisper_tiny.safetensors").parent
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ skipped with a reason when they are missing; the shape / key / init tests run wi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +17,13 @@ from engine.config import PRESETS, FaceLocatorConfig, VAEConfig
 from engine.face_locator import FaceLocator
 from engine.init_weights import count_parameters, seeded_init_
 from engine.vae import AutoencoderKL
-
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "echomimic" / "fixtures"
-FIXTURES = Path(os.environ.get("LIVEHEAD_FIXTURES", str(DEFAULT_FIXTURES)))
+from tests.conftest import fixture_path
 
 ATOL = 1e-4
 
 
 def _fixture(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"EchoMimic fixture {path} not found (set LIVEHEAD_FIXTURES to the fixtures directory)")
-    return path
+    return fixture_path(name)
 
 
 def _load_weights(name: str) -> dict[str, torch.Tensor]:
