@@ -274,8 +274,9 @@ class StreamingAudioFeatures:
 
     For frames [first_frame, first_frame + n_frames) the encoder sees one window of
     `window_seconds` (rounded to whole 20 ms positions) that ends right after the last frame's
-    look-ahead: position c_last + tokens_after. Sample 0 is the stream start; audio before it is
-    silence. The log-mel is normalised with a running max over every window seen since `reset()`.
+    look-ahead: position c_last + tokens_after. Sample 0 is the stream start; while the stream is
+    shorter than the window, the window is [0, end) so encoder position 0 is the stream start, as in
+    Whisper's offline chunks (padded to n_ctx when cfg.pad_to_ctx). The log-mel is normalised with a running max over every window seen since `reset()`.
 
     The result is a function of the stream samples inside `required_span(...)`, (first_frame,
     n_frames, fps) and the running max, so it does not depend on how the audio arrived.
@@ -305,8 +306,7 @@ class StreamingAudioFeatures:
     def required_span(self, first_frame: int, n_frames: int, fps: float) -> tuple[int, int]:
         """Absolute sample range [start, end) the caller must pass for these frames.
 
-        end = (c_last + tokens_after + 1) * 320, start = end - window samples (negative before the
-        stream start: zeros). Raises InputError if the frames' positions do not fit in one window.
+        end = (c_last + tokens_after + 1) * 320, start = max(0, end - window samples). Raises InputError if the frames' positions do not fit in one window.
         """
         if first_frame < 0 or n_frames < 1:
             raise InputError(f"need first_frame >= 0 and n_frames >= 1, got {first_frame}, {n_frames}")
@@ -314,7 +314,9 @@ class StreamingAudioFeatures:
             raise InputError(f"fps must be positive, got {fps}")
         cfg = self.cfg
         end_pos = _centre(first_frame + n_frames - 1, fps, cfg) + cfg.tokens_after + 1
-        start_pos = end_pos - self.window_positions
+        # Until the stream is longer than the window, the window starts at the stream start, so encoder
+        # position 0 is audio time 0 exactly as in Whisper's (and EchoMimic's) offline chunks.
+        start_pos = max(0, end_pos - self.window_positions)
         if max(0, _centre(first_frame, fps, cfg) - cfg.tokens_before) < start_pos:
             raise InputError(
                 f"{n_frames} frames at {fps} fps do not fit in the {cfg.window_seconds} s audio window: "

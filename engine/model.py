@@ -148,3 +148,18 @@ class TorchRunners:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = self._in(latents).contiguous(memory_format=torch.channels_last)
         return self.model.vae.decode_to_unit(z).float().contiguous()
+
+
+def guided_denoise(runners: Runners, x: torch.Tensor, t: int, tokens: torch.Tensor, face: torch.Tensor,
+                   kv: tuple[torch.Tensor, ...], guidance: float) -> torch.Tensor:
+    """One denoiser prediction with classifier-free guidance as EchoMimic builds it.
+
+    Unconditional = zero audio, zero face-locator features and plain self-attention (no reference
+    bank); v = u + g·(c − u). With g ≤ 1 only the conditional pass runs. Returns v on the CPU.
+    """
+    ts = torch.tensor([int(t)] * x.shape[0])
+    v = runners.denoise(x, ts, tokens, face, kv).cpu()
+    if guidance > 1.0:
+        u = runners.denoise(x, ts, torch.zeros_like(tokens), torch.zeros_like(face), ()).cpu()
+        v = u + guidance * (v - u)
+    return v

@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engine.face import prepare_portrait
 from engine.media import Mp4Writer, load_audio, load_image
 from engine.model import Runners
-from engine.session import Session, prepare_avatar
+from engine.audio_encoder import encode_file_features, frame_audio_tokens, frame_token_index
+from engine.errors import InputError
+from engine.offline import denoiser_calls, sample_offline
+from engine.sampler import DDIMSampler
+from engine.session import Avatar, Session, prepare_avatar, to_uint8
 
 PUSH_SECONDS = 0.02  # offline = a live stream fed as fast as possible, in 20 ms pieces
 
@@ -33,9 +38,18 @@ class RenderReport:
         return self.frames / self.wall_seconds if self.wall_seconds > 0 else float("inf")
 
 
+SCHEDULES = ("stream", "offline")
+
+
 def render_file(runners: Runners, image_path: str | Path, audio_path: str | Path, out_path: str | Path,
-                seed: int = 0, crop: bool = True, progress: bool = True) -> RenderReport:
-    """Render `audio_path` spoken by the face in `image_path` to `out_path` (H.264 + AAC mp4)."""
+                seed: int = 0, crop: bool = True, progress: bool = True, schedule: str = "stream") -> RenderReport:
+    """Render `audio_path` spoken by the face in `image_path` to `out_path` (H.264 + AAC mp4).
+
+    schedule "stream": the causal live path (Session fed in 20 ms pieces); "offline": EchoMimic's
+    reference schedule (whole-file Whisper features, all windows denoised jointly every step).
+    """
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     cfg = runners.cfg
     sr = cfg.audio.sample_rate
     t0 = time.perf_counter()
@@ -45,10 +59,12 @@ def render_file(runners: Runners, image_path: str | Path, audio_path: str | Path
     t1 = time.perf_counter()
     avatar = prepare_avatar(runners, crop_result.image, crop_result.mask)
     t2 = time.perf_counter()
-    session = Session(runners, avatar, seed=seed)
     expected = -(-len(pcm) * cfg.stream.fps // sr)
     try:
-        written = _generate(session, pcm, sr, out_path, expected, progress)
+        if schedule == "offline":
+            written = _generate_offline(runners, avatar, pcm, out_path, expected, seed, progress)
+        else:
+            written = _generate(Session(runners, avatar, seed=seed), pcm, sr, out_path, expected, progress)
     except BaseException:
         if not Path(out_path).is_dir():  # --out naming a directory: Mp4Writer's InputError says so
             Path(out_path).unlink(missing_ok=True)  # never leave a truncated video behind
@@ -88,6 +104,36 @@ def _generate(session: Session, pcm: np.ndarray, sr: int, out_path, expected: in
         session.flush()
         drain()
     return written
+
+
+def offline_latents(runners: Runners, avatar: Avatar, pcm: np.ndarray, n_frames: int, seed: int,
+                    progress=None) -> torch.Tensor:
+    """EchoMimic's offline schedule on a whole clip → latents [1, 4, n_frames, s, s]."""
+    cfg = runners.cfg
+    stack = encode_file_features(pcm, cfg.audio, runners.audio_stack)
+    tokens = frame_audio_tokens(stack, frame_token_index(n_frames, cfg.stream.fps, stack.shape[0], cfg.audio))
+    size = cfg.latent_size
+    return sample_offline(runners, avatar.face, avatar.reference_kv, tokens, DDIMSampler(cfg.sampler),
+                          cfg.stream.window_frames, cfg.stream.motion_frames, (size, size), seed=seed,
+                          guidance=cfg.sampler.guidance_scale, progress=progress)
+
+
+def _generate_offline(runners: Runners, avatar: Avatar, pcm: np.ndarray, out_path, n_frames: int, seed: int,
+                      progress: bool) -> int:
+    from tqdm import tqdm
+
+    cfg = runners.cfg
+    s = cfg.stream
+    calls = denoiser_calls(n_frames, s.window_frames, s.motion_frames, cfg.sampler.steps)
+    with tqdm(total=calls, unit="pass", desc="denoise (offline)", disable=not progress) as bar:
+        latents = offline_latents(runners, avatar, pcm, n_frames, seed, progress=bar)
+    with Mp4Writer(out_path, fps=s.fps, width=s.image_size, height=s.image_size, audio=pcm,
+                   sample_rate=cfg.audio.sample_rate) as writer:
+        for start in tqdm(range(0, n_frames, s.clip_frames), desc="decode", disable=not progress):
+            frames = runners.decode(latents[0, :, start:start + s.clip_frames].permute(1, 0, 2, 3))
+            for image in to_uint8(frames):
+                writer.write(image)
+    return n_frames
 
 
 def frames_array(frames) -> np.ndarray:

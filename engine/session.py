@@ -30,7 +30,7 @@ import torch
 from engine.audio_encoder import StreamingAudioFeatures
 from engine.errors import InputError
 from engine.media import AudioResampleStream
-from engine.model import Runners
+from engine.model import Runners, guided_denoise
 from engine.sampler import DDIMSampler
 
 
@@ -61,11 +61,13 @@ def prepare_avatar(runners: Runners, image: np.ndarray, mask: np.ndarray) -> Ava
 
 @dataclass
 class VideoFrame:
-    """One output frame: index in the session's timeline, pts in seconds, image [S, S, 3] uint8."""
+    """One output frame: index in the session's timeline, pts in seconds, image [S, S, 3] uint8,
+    and the clean latent it was decoded from [4, s, s]."""
 
     index: int
     pts: float
     image: np.ndarray
+    latent: torch.Tensor | None = None
 
 
 class AudioRing:
@@ -107,6 +109,11 @@ class AudioRing:
             self.buf = self.buf[: max(index - self.start, 0)]
 
 
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """frames [N, 3, S, S] in [0, 1] → images [N, S, S, 3] uint8."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def _clip_seed(seed: int, clip: int) -> int:
     return (seed * 1_000_003 + clip * 7919) % (2**63)
 
@@ -114,8 +121,11 @@ def _clip_seed(seed: int, clip: int) -> int:
 class Session:
     """Streaming generator for one avatar; not thread-safe (one producer, one consumer loop)."""
 
-    def __init__(self, runners: Runners, avatar: Avatar, seed: int = 0):
+    def __init__(self, runners: Runners, avatar: Avatar, seed: int = 0, noise: torch.Tensor | None = None):
+        """noise: optional per-frame initial noise [1, 4, N, s, s] (clamped) replacing the per-clip seeded
+        draws for frames < N, e.g. the offline sampler's, to measure streaming against offline."""
         self.runners = runners
+        self.noise = noise
         self.cfg = runners.cfg
         self.avatar = avatar
         self.seed = seed
@@ -202,14 +212,13 @@ class Session:
             tokens = torch.cat([tokens[:1].expand(s.window_frames - count, -1, -1), tokens])
         latents = self.denoise_clip(tokens[None], k)
         self.motion = latents[:, :, -s.motion_frames:] if s.motion_frames else self.motion
-        frames = self.runners.decode(latents[0].permute(1, 0, 2, 3))
-        images = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        images = to_uint8(self.runners.decode(latents[0].permute(1, 0, 2, 3)))
         out = []
         for j, image in enumerate(images):
             index = k * s.clip_frames + j
             if self.total_frames is not None and index >= self.total_frames:
                 break
-            out.append(VideoFrame(index=index, pts=index / s.fps, image=image))
+            out.append(VideoFrame(index=index, pts=index / s.fps, image=image, latent=latents[0, :, j]))
         self.next_clip += 1
         self.ring.forget_before(a)
         if len(self.pending) + len(out) > s.max_pending_frames:
@@ -225,21 +234,19 @@ class Session:
         The n motion latents form a known prefix, re-noised to each step's level with fixed noise.
         """
         cfg, s = self.cfg, self.cfg.stream
-        r = self.runners
         size = cfg.latent_size
         gen = torch.Generator().manual_seed(_clip_seed(self.seed, clip))
         x = self.sampler.initial_noise((1, 4, s.clip_frames, size, size), gen)
+        first = clip * s.clip_frames
+        if self.noise is not None and first < self.noise.shape[2]:
+            given = self.noise[:, :, first:first + s.clip_frames]
+            x[:, :, :given.shape[2]] = given
         prefix_noise = torch.randn((1, 4, s.motion_frames, size, size), generator=gen)
-        face, kv = self.avatar.face, self.avatar.reference_kv
-        guidance = cfg.sampler.guidance_scale
         for t in self.sampler.timesteps:
             prefix = self.sampler.add_noise(self.motion, prefix_noise, int(t))
             window = torch.cat([prefix, x], dim=2)
-            ts = torch.tensor([int(t)])
-            v = r.denoise(window, ts, tokens, face, kv).cpu()
-            if guidance > 1.0:
-                u = r.denoise(window, ts, torch.zeros_like(tokens), torch.zeros_like(face), ()).cpu()
-                v = u + guidance * (v - u)
+            v = guided_denoise(self.runners, window, int(t), tokens, self.avatar.face, self.avatar.reference_kv,
+                               cfg.sampler.guidance_scale)
             x = self.sampler.step(v[:, :, s.motion_frames:], int(t), x)
         return x
 

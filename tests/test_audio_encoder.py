@@ -152,7 +152,9 @@ def _exact_span(stream: np.ndarray, start: int, end: int) -> np.ndarray:
 def test_streaming_tokens_shape(pcm, encoder):
     stream = StreamingAudioFeatures(encoder, TINY)
     start, end = stream.required_span(0, 8, FPS)
-    assert end - start == 32000 and start < 0
+    assert start == 0 and end == (int(7 * 50 / FPS) + 6) * 320  # the window starts at the stream start
+    late_start, late_end = stream.required_span(200, 8, FPS)
+    assert late_end - late_start == 32000  # later: a full 2 s rolling window
     tokens = stream.tokens_for_frames(_exact_span(pcm, start, end), start, 0, 8, FPS)
     assert tokens.shape == (8, 50, 384) and tokens.dtype == torch.float32
     assert torch.isfinite(tokens).all()
