@@ -81,7 +81,7 @@ def load_model(cfg: ModelConfig, weights_dir: str | Path | None = None, device: 
     else:
         with torch.device("meta"):
             model = AvatarModel(cfg)
-        load_weights(cfg, model.components(), Path(weights_dir), dtype=torch.float32)
+        load_weights(cfg, model.components(), Path(weights_dir), dtype=dtype)  # cast while loading: one copy
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

@@ -1,8 +1,12 @@
 """The `livehead` command.
 
     livehead animate [--image PHOTO] [--audio AUDIO] [--out OUT.mp4] [--preset tiny] [--weights DIR]
-                     [--steps N] [--seed S] [--device auto|cpu|cuda] [--no-crop] [--quiet]
+                     [--steps N] [--seed S] [--device auto|cpu|cuda] [--schedule stream|offline]
+                     [--no-crop] [--quiet]
+    livehead parity --fixtures DIR [--json OUT]
     livehead weights manifest --preset NAME
+    livehead weights download echomimic-v1-acc|echomimic-v1 [--dir DIR] [--quiet]
+    livehead weights convert DIR [--preset echomimic-v1-acc] [--out DIR2] [--dtype fp16|bf16|fp32] [--quiet]
 
 Bad input ends with a one-line `livehead: error: ...` on stderr and exit status 2, never a traceback.
 """
@@ -34,13 +38,32 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    a.add_argument("--schedule", default="stream", help="stream (causal, the live path) or offline (EchoMimic's "
+                   "reference: whole-file audio features, all windows jointly)")
     a.add_argument("--no-crop", action="store_true", help="use the whole image when no face is detected")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    q = sub.add_parser("parity", help="check livehead against EchoMimic's recorded outputs on a fixture set")
+    q.add_argument("--fixtures", required=True, help="fixture folder (config.json, *.safetensors, *.npz, *.npy)")
+    q.add_argument("--json", default=None, help="also write the per-stage errors as JSON here")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
 
     w = sub.add_parser("weights", help="checkpoint tools")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     m = wsub.add_parser("manifest", help="print the preset's checkpoint keys and shapes as JSON")
     m.add_argument("--preset", default="tiny")
+    d = wsub.add_parser("download", help="fetch a preset's public checkpoints from the Hugging Face hub "
+                        "(resumable; files already complete are skipped)")
+    d.add_argument("preset", help="echomimic-v1-acc or echomimic-v1")
+    d.add_argument("--dir", default=None, help="weights directory (default: weights/PRESET)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    c = wsub.add_parser("convert", help="rewrite a weights directory's files as checked .safetensors "
+                        "(loaded in preference to the .pth files)")
+    c.add_argument("dir", help="weights directory in the release layout")
+    c.add_argument("--preset", default="echomimic-v1-acc")
+    c.add_argument("--out", default=None, help="write the .safetensors files here (default: beside the originals)")
+    c.add_argument("--dtype", default="fp16", help="fp16 (default), bf16 or fp32")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -64,13 +87,70 @@ def cmd_animate(args: argparse.Namespace) -> int:
               f"weights (seed-fixed random model): the video shows the pipeline, not a talking face",
               file=sys.stderr)
     report = render_file(TorchRunners(model), args.image, args.audio, out, seed=args.seed,
-                         crop=not args.no_crop, progress=not args.quiet)
+                         crop=not args.no_crop, progress=not args.quiet, schedule=args.schedule)
     print(f"wrote {out}: {report.frames} frames at {cfg.stream.fps} fps for {report.audio_seconds:.2f} s of audio "
           f"({report.fps:.1f} frames/s on {device}, preset {cfg.name}, {cfg.sampler.steps} steps)")
     return 0
 
 
+def cmd_parity(args: argparse.Namespace) -> int:
+    from engine.parity import format_report, results_json, run_parity
+
+    results = run_parity(Path(args.fixtures), progress=not args.quiet)
+    print(format_report(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results_json(Path(args.fixtures), results), indent=1) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _size(path: Path) -> str:
+    n = path.stat().st_size if path.is_file() else 0
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def cmd_weights_download(args: argparse.Namespace) -> int:
+    from engine.hub import download_weights
+
+    dest = Path(args.dir) if args.dir else Path("weights") / args.preset
+    counts = {"present": 0, "fetched": 0}
+
+    def report(status: str, path: Path) -> None:
+        counts[status] += 1
+        print(f"{status:8s} {path} ({_size(path)})", flush=True)
+
+    download_weights(args.preset, dest, progress=not args.quiet, report=report)
+    print(f"weights for {args.preset} in {dest}: {counts['fetched']} fetched, {counts['present']} already present; "
+          f"use: livehead animate --preset {args.preset} --weights {dest}")
+    return 0
+
+
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def cmd_weights_convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine.config import ModelConfig
+    from engine.weights import convert_to_safetensors
+
+    if args.dtype not in DTYPES:
+        raise_input(f"--dtype must be fp16, bf16 or fp32, got {args.dtype!r}")
+    cfg = ModelConfig.from_name(args.preset)
+    out = Path(args.out) if args.out else None
+    written = convert_to_safetensors(cfg, Path(args.dir), out, dtype=getattr(torch, DTYPES[args.dtype]),
+                                     progress=not args.quiet)
+    for path in written:
+        print(f"wrote    {path} ({_size(path)})")
+    print(f"{len(written)} files as {args.dtype} safetensors; they are loaded in preference to the .pth files "
+          f"(use: livehead animate --preset {cfg.name} --weights {out or args.dir})")
+    return 0
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
+    if args.weights_command == "download":
+        return cmd_weights_download(args)
+    if args.weights_command == "convert":
+        return cmd_weights_convert(args)
     from engine.config import ModelConfig
     from engine.model import build_manifest
 
@@ -93,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import InputError
 
     try:
-        if args.command == "animate":
-            return cmd_animate(args)
-        return cmd_weights(args)
+        commands = {"animate": cmd_animate, "parity": cmd_parity, "weights": cmd_weights}
+        return commands[args.command](args)
     except InputError as err:
         print(f"livehead: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
