@@ -20,6 +20,7 @@ Everything is a deterministic function of the audio stream and the seed: the sam
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterator
@@ -68,6 +69,43 @@ class VideoFrame:
     pts: float
     image: np.ndarray
     latent: torch.Tensor | None = None
+
+
+@dataclass
+class ClipJob:
+    """One clip's denoising inputs. tokens [1, n+F, Ta, Ca], noise [1, 4, F, s, s],
+    prefix_noise and motion [1, 4, n, s, s]; `epoch` ties it to the session state it was taken from."""
+
+    session: "Session"
+    clip: int
+    epoch: int
+    tokens: torch.Tensor
+    noise: torch.Tensor
+    prefix_noise: torch.Tensor
+    motion: torch.Tensor
+
+
+def denoise_jobs(runners: Runners, jobs: list[ClipJob]) -> torch.Tensor:
+    """Denoise the clips of several sessions together: one batched denoiser pass per step.
+
+    Every job's window = its n motion latents (re-noised to the step's level with fixed noise) + its
+    F new latents. The sessions may use different avatars (their reference K/V and face features are
+    stacked on the batch axis). Returns clean latents of the new frames [B, 4, F, s, s] (CPU, fp32).
+    """
+    cfg = runners.cfg
+    n = cfg.stream.motion_frames
+    sampler = jobs[0].session.sampler
+    tokens = torch.cat([j.tokens for j in jobs])
+    face = torch.cat([j.session.avatar.face for j in jobs])
+    kv = tuple(torch.cat(parts) for parts in zip(*(j.session.avatar.reference_kv for j in jobs)))
+    motion = torch.cat([j.motion for j in jobs])
+    prefix_noise = torch.cat([j.prefix_noise for j in jobs])
+    x = torch.cat([j.noise for j in jobs])
+    for t in sampler.timesteps:
+        window = torch.cat([sampler.add_noise(motion, prefix_noise, int(t)), x], dim=2)
+        v = guided_denoise(runners, window, int(t), tokens, face, kv, cfg.sampler.guidance_scale)
+        x = sampler.step(v[:, :, n:], int(t), x)
+    return x
 
 
 class AudioRing:
@@ -139,6 +177,10 @@ class Session:
         self.next_clip = 0
         self.total_frames: int | None = None  # known once the stream has ended (flush)
         self.motion = self._reference_motion()
+        self.lock = threading.RLock()  # push/clear from the I/O side, clips from a worker thread
+        self.epoch = 0  # bumped by clear(): in-flight clips of an older epoch are dropped
+        self.in_flight = False
+        self.dropped_frames = 0
 
     # ---- input ---------------------------------------------------------------------------
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
@@ -159,25 +201,33 @@ class Session:
         if sample_rate != self.sample_rate:
             stream = self._resamplers.setdefault(int(sample_rate), AudioResampleStream(int(sample_rate)))
             pcm = stream.push(pcm.astype(np.float32))
-        self.ring.append(np.clip(pcm, -1.0, 1.0).astype(np.float32))
+        with self.lock:
+            self.ring.append(np.clip(pcm, -1.0, 1.0).astype(np.float32))
 
     def flush(self) -> None:
         """End of stream: the tail is generated with silence as look-ahead; frame count = ⌈duration·fps⌉."""
-        for stream in self._resamplers.values():
-            self.ring.append(stream.flush())
-        self._resamplers.clear()
-        fps = self.cfg.stream.fps
-        self.total_frames = -(-self.ring.end * fps // self.sample_rate)
+        with self.lock:
+            for stream in self._resamplers.values():
+                self.ring.append(stream.flush())
+            self._resamplers.clear()
+            fps = self.cfg.stream.fps
+            self.total_frames = -(-self.ring.end * fps // self.sample_rate)
 
     def clear(self) -> None:
-        """Barge-in: drop audio not yet turned into frames and every queued frame; back to idle."""
-        self.pending.clear()
-        boundary = self._frame_sample(self.next_clip * self.cfg.stream.clip_frames)
-        self.ring.truncate(boundary)
-        if self.ring.end < boundary:
-            self.ring.append(np.zeros(boundary - self.ring.end, dtype=np.float32))
-        for rate in list(self._resamplers):
-            self._resamplers[rate] = AudioResampleStream(rate)
+        """Barge-in: drop audio not yet turned into frames, every queued frame and any clip in flight.
+
+        The timeline continues at the next clip boundary; the avatar goes back to idle (silence).
+        """
+        with self.lock:
+            self.epoch += 1
+            self.in_flight = False
+            self.pending.clear()
+            boundary = self._frame_sample(self.next_clip * self.cfg.stream.clip_frames)
+            self.ring.truncate(boundary)
+            if self.ring.end < boundary:
+                self.ring.append(np.zeros(boundary - self.ring.end, dtype=np.float32))
+            for rate in list(self._resamplers):
+                self._resamplers[rate] = AudioResampleStream(rate)
 
     # ---- scheduling ----------------------------------------------------------------------
     def _frame_sample(self, frame: int) -> int:
@@ -202,53 +252,74 @@ class Session:
         return max(first, 0), count - max(-first, 0)
 
     def run_clip(self) -> list[VideoFrame]:
-        """Generate the next clip (caller checked `clip_ready`); returns its frames and queues them."""
-        s = self.cfg.stream
-        k = self.next_clip
-        first, count = self.clip_audio_frames(k)
-        a, b = self.features.required_span(first, count, s.fps)
-        tokens = self.features.tokens_for_frames(self.ring.read(a, b), a, first, count, s.fps)
+        """Generate the next clip now (blocking); returns its frames and queues them. [] if not ready."""
+        job = self.prepare_clip()
+        if job is None:
+            return []
+        return self.finish_clip(job, denoise_jobs(self.runners, [job])[0:1])
+
+    def prepare_clip(self) -> ClipJob | None:
+        """Take the next clip's inputs (audio tokens, noise, motion prefix), or None if it is not ready.
+
+        The expensive denoising happens outside the session (`denoise_jobs`, batched across sessions);
+        `finish_clip` decodes and queues the result.
+        """
+        with self.lock:
+            if self.in_flight or not self.clip_ready():
+                return None
+            s, k = self.cfg.stream, self.next_clip
+            first, count = self.clip_audio_frames(k)
+            a, b = self.features.required_span(first, count, s.fps)
+            tokens = self.features.tokens_for_frames(self.ring.read(a, b), a, first, count, s.fps)
+            self.ring.forget_before(a)
+            self.in_flight = True
+            epoch = self.epoch
         if count < s.window_frames:  # first clip: the reference prefix gets frame 0's audio (clamped)
             tokens = torch.cat([tokens[:1].expand(s.window_frames - count, -1, -1), tokens])
-        latents = self.denoise_clip(tokens[None], k)
-        self.motion = latents[:, :, -s.motion_frames:] if s.motion_frames else self.motion
+        noise, prefix_noise = self._clip_noise(k)
+        return ClipJob(session=self, clip=k, epoch=epoch, tokens=tokens[None].float().cpu(), noise=noise,
+                       prefix_noise=prefix_noise, motion=self.motion)
+
+    def finish_clip(self, job: ClipJob, latents: torch.Tensor) -> list[VideoFrame]:
+        """latents [1, 4, F, s, s] of `job` → decoded frames, queued. A clip overtaken by clear() is dropped."""
+        s = self.cfg.stream
+        with self.lock:
+            self.in_flight = False
+            if job.epoch != self.epoch:
+                return []
         images = to_uint8(self.runners.decode(latents[0].permute(1, 0, 2, 3)))
         out = []
         for j, image in enumerate(images):
-            index = k * s.clip_frames + j
+            index = job.clip * s.clip_frames + j
             if self.total_frames is not None and index >= self.total_frames:
                 break
             out.append(VideoFrame(index=index, pts=index / s.fps, image=image, latent=latents[0, :, j]))
-        self.next_clip += 1
-        self.ring.forget_before(a)
-        if len(self.pending) + len(out) > s.max_pending_frames:
-            raise InputError(
-                f"frame queue full ({s.max_pending_frames} frames): consume frames() while pushing audio"
-            )
-        self.pending.extend(out)
+        with self.lock:
+            if job.epoch != self.epoch:  # cleared while decoding
+                return []
+            if s.motion_frames:
+                self.motion = latents[:, :, -s.motion_frames:]
+            self.next_clip = job.clip + 1
+            if len(self.pending) + len(out) > s.max_pending_frames:
+                # the consumer stalled: keep the newest frames, the queue stays bounded
+                for _ in range(len(self.pending) + len(out) - s.max_pending_frames):
+                    if self.pending:
+                        self.pending.popleft()
+                        self.dropped_frames += 1
+            self.pending.extend(out)
         return out
 
-    def denoise_clip(self, tokens: torch.Tensor, clip: int) -> torch.Tensor:
-        """tokens [1, n+F, Ta, Ca] → clean latents of the F new frames [1, 4, F, s, s].
-
-        The n motion latents form a known prefix, re-noised to each step's level with fixed noise.
-        """
-        cfg, s = self.cfg, self.cfg.stream
-        size = cfg.latent_size
+    def _clip_noise(self, clip: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Initial noise of the F new frames [1, 4, F, s, s] and the prefix re-noising noise [1, 4, n, s, s]."""
+        s = self.cfg.stream
+        size = self.cfg.latent_size
         gen = torch.Generator().manual_seed(_clip_seed(self.seed, clip))
         x = self.sampler.initial_noise((1, 4, s.clip_frames, size, size), gen)
         first = clip * s.clip_frames
         if self.noise is not None and first < self.noise.shape[2]:
             given = self.noise[:, :, first:first + s.clip_frames]
             x[:, :, :given.shape[2]] = given
-        prefix_noise = torch.randn((1, 4, s.motion_frames, size, size), generator=gen)
-        for t in self.sampler.timesteps:
-            prefix = self.sampler.add_noise(self.motion, prefix_noise, int(t))
-            window = torch.cat([prefix, x], dim=2)
-            v = guided_denoise(self.runners, window, int(t), tokens, self.avatar.face, self.avatar.reference_kv,
-                               cfg.sampler.guidance_scale)
-            x = self.sampler.step(v[:, :, s.motion_frames:], int(t), x)
-        return x
+        return x, torch.randn((1, 4, s.motion_frames, size, size), generator=gen)
 
     def _reference_motion(self) -> torch.Tensor:
         n = self.cfg.stream.motion_frames
@@ -258,11 +329,14 @@ class Session:
     def frames(self) -> Iterator[VideoFrame]:
         """Yield queued frames, generating every clip whose audio is in (blocking compute)."""
         while True:
-            while self.pending:
-                yield self.pending.popleft()
-            if not self.clip_ready():
+            while True:
+                with self.lock:
+                    if not self.pending:
+                        break
+                    frame = self.pending.popleft()
+                yield frame
+            if not self.run_clip() and not self.pending:
                 return
-            self.run_clip()
 
     @property
     def generated_frames(self) -> int:

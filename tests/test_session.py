@@ -188,3 +188,43 @@ def test_audio_ring_reads_silence_outside_and_forgets():
     assert ring.start == 4 and ring.read(4, 6).tolist() == [4, 5]
     ring.truncate(6)
     assert ring.end == 6
+
+
+def test_batched_sessions_match_single_runs(runners, avatar):
+    """Two sessions (different avatars and audio) denoised in one batch = each run alone."""
+    from engine.session import denoise_jobs
+
+    size = runners.cfg.stream.image_size
+    other = prepare_avatar(runners, np.full((size, size, 3), 120, np.uint8), np.ones((size, size), np.float32))
+    a, b = Session(runners, avatar, seed=1), Session(runners, other, seed=2)
+    a.push_audio(speech_like(1.0, seed=1), SR)
+    b.push_audio(speech_like(1.0, seed=2), SR)
+    jobs = [a.prepare_clip(), b.prepare_clip()]
+    assert a.prepare_clip() is None  # one clip in flight per session
+    batched = denoise_jobs(runners, jobs)
+    singles = torch.cat([denoise_jobs(runners, [j]) for j in jobs])
+    torch.testing.assert_close(batched, singles, atol=1e-4, rtol=1e-4)
+    frames = a.finish_clip(jobs[0], batched[0:1])
+    assert len(frames) == runners.cfg.stream.clip_frames and a.next_clip == 1
+
+
+def test_clear_drops_a_clip_in_flight(runners, avatar):
+    from engine.session import denoise_jobs
+
+    s = Session(runners, avatar)
+    s.push_audio(speech_like(1.0), SR)
+    job = s.prepare_clip()
+    latents = denoise_jobs(runners, [job])
+    s.clear()  # barge-in while the clip was being denoised
+    assert s.finish_clip(job, latents) == []
+    assert len(s.pending) == 0 and s.next_clip == 0
+
+
+def test_frame_queue_stays_bounded(runners, avatar):
+    s = Session(runners, avatar)
+    s.push_audio(speech_like(12.0), SR)
+    limit = runners.cfg.stream.max_pending_frames
+    clip = runners.cfg.stream.clip_frames
+    for _ in range(limit // clip + 2):
+        s.run_clip()
+    assert len(s.pending) == limit and s.dropped_frames > 0
