@@ -33,6 +33,7 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from engine.bench import cpu_name, session_fps  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.face import prepare_portrait  # noqa: E402
 from engine.media import Mp4Writer, load_audio, load_image  # noqa: E402
@@ -51,16 +52,6 @@ def timed(fn, runs: int) -> tuple[float, list[float]]:
         fn()
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times), times
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -82,19 +73,8 @@ def main() -> int:
     avatar_ms, _ = timed(lambda: prepare_avatar(runners, crop.image, crop.mask), args.runs)
     avatar = prepare_avatar(runners, crop.image, crop.mask)
 
-    def animate() -> int:
-        session = Session(runners, avatar, seed=0)
-        n = 0
-        step = sr // 50
-        for start in range(0, len(pcm), step):
-            session.push_audio(pcm[start:start + step], sr)
-            n += sum(1 for _ in session.frames())
-        session.flush()
-        return n + sum(1 for _ in session.frames())
-
-    frames = animate()
-    animate_ms, animate_all = timed(animate, args.runs)
-    fps = frames / (animate_ms / 1000)
+    measured = session_fps(runners, avatar, pcm, sr, args.runs)
+    fps, frames = measured["fps"], measured["frames"]
 
     # components, on the shapes a clip uses
     size, w = cfg.latent_size, s.window_frames
@@ -147,7 +127,7 @@ def main() -> int:
         "figures": {
             "animate_fps": round(fps, 2),
             "realtime_factor": round(fps / s.fps, 3),
-            "animate_runs_ms": [round(t, 1) for t in animate_all],
+            "animate_runs_ms": [round(t * 1000, 1) for t in measured["runs_s"]],
             "frames": frames,
             "audio_encoder_ms_per_clip": round(audio_ms, 2),
             "avatar_prepare_ms": round(avatar_ms, 2),

@@ -179,7 +179,7 @@ class UNetBase(nn.Module):
 
     def time_features(self, timestep: torch.Tensor, n: int) -> torch.Tensor:
         """timestep [] or [n] → [n, time_embed_dim]."""
-        t = timestep.reshape(-1).expand(n) if timestep.numel() == 1 else timestep.reshape(n)
+        t = timestep.reshape(-1).expand(n)  # [] / [1] broadcast, [n] as is (one traced graph for both)
         emb = timestep_embedding(t, self.cfg.block_out_channels[0], self.cfg.flip_sin_to_cos, self.cfg.freq_shift)
         return self.time_embedding(emb)
 

@@ -1,0 +1,143 @@
+"""The exportable graphs: one small module per component, plain tensors in and out.
+
+| component      | inputs                                                        | outputs                      |
+|----------------|---------------------------------------------------------------|------------------------------|
+| audio_encoder  | mel [1, n_mels, T]                                            | stack [1, T/2, L, C]         |
+| vae_encoder    | pixels [1, 3, H, W] in [-1, 1]                                | latents [1, 4, H/8, W/8]     |
+| face_locator   | mask [1, 1, H, W] in [0, 1]                                   | face [1, C0, H/8, W/8]       |
+| reference      | ref_latents [1, 4, h, w]                                      | ref_k_i, ref_v_i (16 each)   |
+| denoiser_uncond | the same without reference K/V (classifier-free guidance's unconditional branch) | v |
+| denoiser       | sample [B, 4, F, h, w], timestep [B], audio_tokens [B, F, Ta, Ca], face_features [B, C0, h, w], ref_k_i / ref_v_i [B, Lr_i, C_i] | v [B, 4, F, h, w] |
+| vae_decoder    | latents [N, 4, h, w]                                          | frames [N, 3, 8h, 8w] in [0, 1] |
+
+Batch, frames, token counts and spatial sizes are dynamic axes, so one file serves every window size
+and session batch. These are exactly the calls of `engine.model.Runners`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.config import ModelConfig
+from engine.model import AvatarModel
+
+
+class AudioEncoderGraph(nn.Module):
+    def __init__(self, model: AvatarModel):
+        super().__init__()
+        self.encoder = model.audio_encoder
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.encoder(mel)
+
+
+class VAEEncoderGraph(nn.Module):
+    def __init__(self, model: AvatarModel):
+        super().__init__()
+        self.vae = model.vae
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode_mean(pixels)
+
+
+class FaceLocatorGraph(nn.Module):
+    def __init__(self, model: AvatarModel):
+        super().__init__()
+        self.locator = model.face_locator
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        return self.locator(mask)
+
+
+class ReferenceGraph(nn.Module):
+    """ReferenceNet bank → the denoiser's reference K/V, once per avatar."""
+
+    def __init__(self, model: AvatarModel):
+        super().__init__()
+        self.reference_net = model.reference_net
+        self.denoiser = model.denoiser
+
+    def forward(self, ref_latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.denoiser.reference_kv(*self.reference_net(ref_latents))
+
+
+class DenoiserGraph(nn.Module):
+    def __init__(self, model: AvatarModel):
+        super().__init__()
+        self.denoiser = model.denoiser
+
+    def forward(self, sample, timestep, audio_tokens, face_features, *reference_kv):
+        return self.denoiser(sample, timestep, audio_tokens, face_features, *reference_kv)
+
+
+class VAEDecoderGraph(nn.Module):
+    def __init__(self, model: AvatarModel):
+        super().__init__()
+        self.vae = model.vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode_to_unit(latents)
+
+
+KV_NAMES = [f"ref_{kind}_{i}" for i in range(16) for kind in ("k", "v")]
+
+
+@dataclass
+class GraphSpec:
+    """How to export one component: module, example inputs, names and dynamic axes."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+def graph_specs(cfg: ModelConfig, model: AvatarModel, frames: int | None = None, batch: int = 1,
+                latent_hw: tuple[int, int] | None = None) -> list[GraphSpec]:
+    """Export specs with example inputs at the preset's window shape (or the given one)."""
+    frames = frames or cfg.stream.window_frames
+    h, w = latent_hw or (cfg.latent_size, cfg.latent_size)
+    down = cfg.vae.downscale
+    c0 = cfg.unet.block_out_channels[0]
+    a = cfg.audio
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    with torch.no_grad():
+        kv = ReferenceGraph(model)(rand(1, 4, h, w))
+    kv_batch = tuple(t.expand(batch, -1, -1).contiguous() for t in kv)
+    spatial = {2: "height", 3: "width"}
+    return [
+        GraphSpec("audio_encoder", AudioEncoderGraph(model), (rand(1, a.n_mels, 200),), ["mel"], ["stack"],
+                  {"mel": {2: "mel_frames"}, "stack": {1: "positions"}}),
+        GraphSpec("vae_encoder", VAEEncoderGraph(model), (rand(1, 3, h * down, w * down).clamp(-1, 1),),
+                  ["pixels"], ["latents"], {"pixels": spatial, "latents": spatial}),
+        GraphSpec("face_locator", FaceLocatorGraph(model), (rand(1, 1, h * down, w * down).sigmoid(),),
+                  ["mask"], ["face"], {"mask": spatial, "face": spatial}),
+        GraphSpec("reference", ReferenceGraph(model), (rand(1, 4, h, w),), ["ref_latents"], KV_NAMES,
+                  {"ref_latents": spatial, **{n: {1: f"ref_tokens_{i // 2}"} for i, n in enumerate(KV_NAMES)}}),
+        GraphSpec("denoiser", DenoiserGraph(model),
+                  (rand(batch, 4, frames, h, w), torch.full((batch,), 999, dtype=torch.int64),
+                   rand(batch, frames, a.tokens_per_frame, a.n_state), rand(batch, c0, h, w), *kv_batch),
+                  ["sample", "timestep", "audio_tokens", "face_features", *KV_NAMES], ["v"],
+                  {"sample": {0: "batch", 2: "frames", 3: "height", 4: "width"}, "timestep": {0: "batch"},
+                   "audio_tokens": {0: "batch", 1: "frames"}, "face_features": {0: "batch", 2: "height", 3: "width"},
+                   **{n: {0: "batch", 1: f"ref_tokens_{i // 2}"} for i, n in enumerate(KV_NAMES)},
+                   "v": {0: "batch", 2: "frames", 3: "height", 4: "width"}}),
+        GraphSpec("denoiser_uncond", DenoiserGraph(model),
+                  (rand(batch, 4, frames, h, w), torch.full((batch,), 999, dtype=torch.int64),
+                   torch.zeros(batch, frames, a.tokens_per_frame, a.n_state), torch.zeros(batch, c0, h, w)),
+                  ["sample", "timestep", "audio_tokens", "face_features"], ["v"],
+                  {"sample": {0: "batch", 2: "frames", 3: "height", 4: "width"}, "timestep": {0: "batch"},
+                   "audio_tokens": {0: "batch", 1: "frames"}, "face_features": {0: "batch", 2: "height", 3: "width"},
+                   "v": {0: "batch", 2: "frames", 3: "height", 4: "width"}}),
+        GraphSpec("vae_decoder", VAEDecoderGraph(model), (rand(cfg.stream.clip_frames, 4, h, w),), ["latents"],
+                  ["frames"], {"latents": {0: "n", **spatial}, "frames": {0: "n", **spatial}}),
+    ]

@@ -1,0 +1,55 @@
+"""Pick a backend for the front ends: torch, onnxruntime or tensorrt, all behind `Runners`.
+
+    runners = make_runners(cfg, "onnxruntime", weights=None, device="cpu", exported="exported/tiny")
+
+ONNX Runtime and TensorRT run the files of `livehead export`; when the export directory has no
+manifest yet, the preset is exported there first (seconds for `tiny`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.config import ModelConfig
+from engine.errors import InputError
+from engine.model import TorchRunners, load_model, resolve_device
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def default_export_dir(cfg: ModelConfig) -> Path:
+    return Path("exported") / cfg.name
+
+
+def ensure_exported(cfg: ModelConfig, weights: str | None, exported: Path, progress: bool = True) -> Path:
+    """Export the preset to `exported` unless a manifest for it is already there."""
+    from export.onnx_export import MANIFEST, export_preset
+
+    if (exported / MANIFEST).is_file():
+        return exported
+    print(f"livehead: note: exporting preset {cfg.name} to ONNX in {exported} (once)", file=sys.stderr)
+    export_preset(cfg, load_model(cfg, weights), exported, progress=progress)
+    return exported
+
+
+def make_runners(cfg: ModelConfig, backend: str, weights: str | None = None, device: str = "auto",
+                 exported: str | Path | None = None, progress: bool = True):
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    dev = resolve_device(device)
+    if backend == "torch":
+        return TorchRunners(load_model(cfg, weights, device=dev))
+    directory = Path(exported) if exported else default_export_dir(cfg)
+    try:
+        if backend == "onnxruntime":
+            from export.ort_runners import OrtRunners
+
+            return OrtRunners.from_dir(cfg, ensure_exported(cfg, weights, directory, progress), device=str(dev))
+        from export.tensorrt import TrtRunners
+
+        if dev.type != "cuda":
+            raise InputError("the tensorrt backend needs a CUDA GPU (--device cuda)")
+        return TrtRunners(cfg, ensure_exported(cfg, weights, directory, progress))
+    except ModuleNotFoundError as err:
+        raise InputError(f"backend {backend} needs {err.name}: pip install 'livehead[export]'") from err

@@ -1,0 +1,168 @@
+"""ONNX export of the tiny preset, the ONNX Runtime backend against torch fp32, and the TensorRT
+logic that needs no TensorRT runtime (profiles, cache keys, ONNX preparation)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import ModelConfig
+from engine.face import prepare_portrait
+from engine.media import load_audio, load_image
+from engine.model import TorchRunners, load_model
+from export.check import component_errors, pipeline_psnr
+from export.onnx_export import export_preset, read_manifest, sha256_of
+from export.ort_runners import OrtRunners
+from export.tensorrt import (Profile, check_profile_covers, dynamic_inputs, engine_key, optimisation_profiles,
+                             prepare_onnx, tensorrt_available)
+from server.cli import DEFAULT_AUDIO, DEFAULT_IMAGE, main
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    cfg = ModelConfig.from_name("tiny")
+    model = load_model(cfg)
+    out = tmp_path_factory.mktemp("exported")
+    manifest = export_preset(cfg, model, out, progress=False)
+    return cfg, model, out, manifest
+
+
+def test_every_graph_passes_the_checker_and_the_manifest_matches(exported):
+    cfg, _, out, manifest = exported
+    assert set(manifest["components"]) == {"audio_encoder", "vae_encoder", "face_locator", "reference", "denoiser",
+                                           "denoiser_uncond", "vae_decoder"}
+    assert read_manifest(out) == json.loads((out / "manifest.json").read_text())
+    runners = OrtRunners.from_dir(cfg, out)
+    for name, entry in manifest["components"].items():
+        path = out / entry["file"]
+        onnx.checker.check_model(str(path))
+        assert entry["sha256"] == sha256_of(path)
+        session = runners.sessions[name]
+        assert [i["name"] for i in entry["inputs"]] == [i.name for i in session.get_inputs()]
+        assert [o["name"] for o in entry["outputs"]] == [o.name for o in session.get_outputs()]
+    den = {i["name"]: i for i in manifest["components"]["denoiser"]["inputs"]}
+    assert den["sample"]["shape"] == ["batch", 4, "frames", "height", "width"]
+    assert den["timestep"]["dtype"] == "int64" and len(den) == 4 + 32
+
+
+def test_components_match_torch_on_two_shapes(exported):
+    cfg, model, out, _ = exported
+    rows = component_errors(model, OrtRunners.from_dir(cfg, out),
+                            [(cfg.stream.window_frames, 1), (5, 2)])
+    assert len(rows) == 14
+    for r in rows:
+        assert r.max_abs <= 1e-4 * max(1.0, r.scale), (r.component, r.output, r.max_abs)
+
+
+def test_pipeline_psnr_at_least_40_db(exported):
+    cfg, model, out, _ = exported
+    crop = prepare_portrait(load_image(DEFAULT_IMAGE), cfg.stream.image_size)
+    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)[: cfg.audio.sample_rate]
+    psnr, frames = pipeline_psnr(TorchRunners(model), OrtRunners.from_dir(cfg, out), crop.image, crop.mask, pcm,
+                                 cfg.audio.sample_rate)
+    assert frames == 25
+    assert psnr >= 40.0
+
+
+def test_wrong_or_missing_export_is_a_clean_error(exported, tmp_path):
+    from engine.errors import InputError
+
+    cfg, _, out, _ = exported
+    with pytest.raises(InputError, match="run `livehead export` first"):
+        OrtRunners.from_dir(cfg, tmp_path)
+    with pytest.raises(InputError, match="exported for preset tiny"):
+        OrtRunners.from_dir(ModelConfig.from_name("echomimic-v1-acc"), out)
+
+
+def test_animate_with_onnxruntime_backend(exported, tmp_path, capsys):
+    _, _, out, _ = exported
+    video = tmp_path / "ort.mp4"
+    assert main(["animate", "--backend", "onnxruntime", "--exported", str(out), "--out", str(video), "--quiet"]) == 0
+    assert "with onnxruntime" in capsys.readouterr().out
+    from engine.media import probe_mp4
+
+    assert probe_mp4(video)["frames"] == 100
+
+
+def test_bench_command_saves_json(exported, tmp_path, capsys):
+    _, _, out, _ = exported
+    target = tmp_path / "bench.json"
+    assert main(["bench", "--backend", "onnxruntime", "--exported", str(out), "--runs", "1", "--json",
+                 str(target)]) == 0
+    result = json.loads(target.read_text())
+    assert result["figures"]["onnxruntime"]["fps"] > 0 and result["figures"]["torch"]["fps"] > 0
+    assert result["speedup_vs_torch"] == pytest.approx(
+        result["figures"]["onnxruntime"]["fps"] / result["figures"]["torch"]["fps"], rel=1e-2)
+    assert "onnxruntime" in result["device"]
+
+
+# ---- TensorRT logic without the TensorRT runtime ---------------------------------------------------
+
+@pytest.mark.parametrize("preset", ["tiny", "echomimic-v1-acc"])
+def test_profiles_cover_every_dynamic_input(exported, preset):
+    _, _, _, manifest = exported
+    cfg = ModelConfig.from_name(preset)
+    profiles = optimisation_profiles(cfg, max_batch=4)
+    assert set(profiles) == set(manifest["components"])
+    den = profiles["denoiser"].shapes
+    assert den["sample"][0] == (1, 4, cfg.stream.window_frames, cfg.latent_size, cfg.latent_size)
+    assert den["sample"][2][0] == 4  # up to 4 sessions batched
+    assert den["ref_k_0"][0][1] == cfg.latent_size**2 and den["ref_k_6"][0][1] == (cfg.latent_size // 8) ** 2
+    if preset == "tiny":
+        for name, entry in manifest["components"].items():
+            assert set(dynamic_inputs(entry)) <= set(profiles[name].shapes)
+            check_profile_covers(entry, profiles[name])
+
+
+def test_profile_validation_and_static_dims(exported):
+    from engine.errors import InputError
+
+    _, _, _, manifest = exported
+    with pytest.raises(ValueError):
+        Profile({"x": ((2,), (1,), (3,))}).validate()
+    wrong = Profile({"latents": ((1, 5, 16, 16),) * 3})  # 5 latent channels contradict the graph's 4
+    with pytest.raises(InputError, match="contradicts"):
+        check_profile_covers(manifest["components"]["vae_decoder"], wrong)
+    with pytest.raises(InputError, match="no shapes"):
+        check_profile_covers(manifest["components"]["vae_decoder"], Profile({}))
+
+
+def test_engine_cache_key_changes_with_every_field(exported, tmp_path):
+    _, _, out, _ = exported
+    path = out / "vae_decoder.onnx"
+    profile = optimisation_profiles(ModelConfig.from_name("tiny"))["vae_decoder"]
+    base = engine_key(path, "10.9.0", "9.0", "fp16", profile).digest()
+    assert base == engine_key(path, "10.9.0", "9.0", "fp16", profile).digest()
+    other_profile = optimisation_profiles(replace(ModelConfig.from_name("tiny")), max_batch=8)["vae_decoder"]
+    variants = [engine_key(path, "10.10.0", "9.0", "fp16", profile), engine_key(path, "10.9.0", "8.9", "fp16", profile),
+                engine_key(path, "10.9.0", "9.0", "bf16", profile), engine_key(path, "10.9.0", "9.0", "fp16", other_profile),
+                engine_key(out / "face_locator.onnx", "10.9.0", "9.0", "fp16", profile)]
+    assert len({base, *(v.digest() for v in variants)}) == 6
+
+
+def test_prepare_onnx_keeps_the_graph_valid(exported):
+    _, _, out, _ = exported
+    prepared = prepare_onnx(out / "face_locator.onnx")
+    onnx.checker.check_model(str(prepared))
+    assert prepared.name == "face_locator.prepared.onnx"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not tensorrt_available(), reason="TensorRT is not installed (it cannot be on CI or the "
+                    "project's GPU machines): the engine build/runtime is unverified there")
+def test_tensorrt_engines_match_torch(exported):
+    from export.tensorrt import TrtRunners
+
+    cfg, model, out, _ = exported
+    runners = TrtRunners(cfg, out, precision="fp16")
+    x = torch.randn(1, 4, cfg.stream.window_frames, cfg.latent_size, cfg.latent_size)
+    frames = runners.decode(x[0, :, :4].permute(1, 0, 2, 3))
+    expected = TorchRunners(model).decode(x[0, :, :4].permute(1, 0, 2, 3))
+    assert (frames.cpu() - expected).abs().max() < 1e-2
