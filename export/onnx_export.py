@@ -52,23 +52,28 @@ def _param_bytes(module: torch.nn.Module) -> int:
 
 
 def export_component(spec, path: Path, opset: int) -> None:
-    """torch → ONNX for one GraphSpec; external data when the weights pass the protobuf limit."""
+    """torch → ONNX for one GraphSpec; external data (`<file>.data`) when weights pass the protobuf limit."""
+    import shutil
+    import tempfile
+
     import onnx
 
     large = _param_bytes(spec.module) > PROTOBUF_LIMIT
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer warnings about Python scalars are expected and harmless
-        torch.onnx.export(spec.module, spec.inputs, str(path), input_names=spec.input_names,
-                          output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, opset_version=opset,
-                          dynamo=False, do_constant_folding=True, external_data=large)
-    if large:
-        # gather the exporter's per-tensor files into one `<name>.onnx.data`
-        model = onnx.load(str(path), load_external_data=True)
-        for f in path.parent.glob("*"):
-            if f.is_file() and f.suffix not in (".onnx", ".json") and not f.name.endswith(".data"):
-                f.unlink()
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        target = Path(scratch) / path.name if large else path
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings about Python scalars are expected and harmless
+            torch.onnx.export(spec.module, spec.inputs, str(target), input_names=spec.input_names,
+                              output_names=spec.output_names, dynamic_axes=spec.dynamic_axes,
+                              opset_version=opset, dynamo=False, do_constant_folding=True, external_data=large)
+        if large:
+            # the exporter writes one file per tensor: gather them into a single `<name>.onnx.data`
+            model = onnx.load(str(target), load_external_data=True)
+            path.with_name(path.name + ".data").unlink(missing_ok=True)
+            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=path.name + ".data", size_threshold=1024)
+            del model
+            shutil.rmtree(scratch, ignore_errors=True)
     onnx.checker.check_model(str(path), full_check=False)
 
 
