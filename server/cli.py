@@ -7,6 +7,10 @@
     livehead weights manifest --preset NAME
     livehead weights download echomimic-v1-acc|echomimic-v1 [--dir DIR] [--quiet]
     livehead weights convert DIR [--preset echomimic-v1-acc] [--out DIR2] [--dtype fp16|bf16|fp32] [--quiet]
+    livehead live --mic | --audio FILE [--image PHOTO] [--out OUT.mp4] [--seconds S] [--no-window] [--json OUT]
+    livehead serve [--host 127.0.0.1] [--port 8080] [--preset tiny] [--weights DIR] [--device auto]
+                   [--backend torch|onnxruntime|tensorrt] [--max-sessions N] [--token T] [--ice-server URL]...
+                   [--latency S]
 
 Bad input ends with a one-line `livehead: error: ...` on stderr and exit status 2, never a traceback.
 """
@@ -38,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    a.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
+    a.add_argument("--exported", default=None, help="ONNX export directory for onnxruntime/tensorrt "
+                   "(default: exported/PRESET, exported on first use)")
     a.add_argument("--schedule", default="stream", help="stream (causal, the live path) or offline (EchoMimic's "
                    "reference: whole-file audio features, all windows jointly)")
     a.add_argument("--no-crop", action="store_true", help="use the whole image when no face is detected")
@@ -47,6 +54,29 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--fixtures", required=True, help="fixture folder (config.json, *.safetensors, *.npz, *.npy)")
     q.add_argument("--json", default=None, help="also write the per-stage errors as JSON here")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("export", help="export every component to ONNX (and TensorRT engines)")
+    e.add_argument("--preset", default="tiny")
+    e.add_argument("--weights", default=None)
+    e.add_argument("--out", default=None, help="output directory (default: exported/PRESET)")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--precision", default="fp32", help="fp32 or fp16 (fp16 for GPU runtimes)")
+    e.add_argument("--check", action="store_true", help="compare every exported graph and the whole pipeline "
+                   "with torch fp32")
+    e.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines (NVIDIA GPU + tensorrt)")
+    e.add_argument("--trt-precision", default="fp16", help="fp32, fp16, bf16 or fp8 for the TensorRT engines")
+    e.add_argument("--quiet", action="store_true")
+
+    b = sub.add_parser("bench", help="frames per second of a streaming session, against torch in the same run")
+    b.add_argument("--preset", default="tiny")
+    b.add_argument("--weights", default=None)
+    b.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime or tensorrt")
+    b.add_argument("--exported", default=None)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--runs", type=int, default=5)
+    b.add_argument("--audio-seconds", type=float, default=None, help="use only the first seconds of the clip")
+    b.add_argument("--json", default=None, help="where to save the figures (default: "
+                   "benchmarks/results/bench_PRESET_BACKEND.json)")
 
     w = sub.add_parser("weights", help="checkpoint tools")
     wsub = w.add_subparsers(dest="weights_command", required=True)
@@ -64,13 +94,22 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="write the .safetensors files here (default: beside the originals)")
     c.add_argument("--dtype", default="fp16", help="fp16 (default), bf16 or fp32")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from server.live import add_parser as add_live_parser
+
+    add_live_parser(sub)
+
+    from server.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return p
 
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
-    from engine.model import TorchRunners, load_model, resolve_device
+    from engine.model import resolve_device
     from engine.render import render_file
+    from server.backends import make_runners
 
     cfg = ModelConfig.from_name(args.preset)
     if args.steps is not None:
@@ -81,15 +120,92 @@ def cmd_animate(args: argparse.Namespace) -> int:
         raise_input(f"--out must name an .mp4 file, got {args.out!r}")
     if not out.parent.is_dir():
         raise_input(f"output directory does not exist: {out.parent}; create it or choose another --out")
-    model = load_model(cfg, args.weights, device=device)
+    runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=not args.quiet)
     if cfg.seeded_weights and args.weights is None:
         print(f"livehead: note: preset {cfg.name} has no trained weights yet; running deterministic seeded "
               f"weights (seed-fixed random model): the video shows the pipeline, not a talking face",
               file=sys.stderr)
-    report = render_file(TorchRunners(model), args.image, args.audio, out, seed=args.seed,
+    report = render_file(runners, args.image, args.audio, out, seed=args.seed,
                          crop=not args.no_crop, progress=not args.quiet, schedule=args.schedule)
     print(f"wrote {out}: {report.frames} frames at {cfg.stream.fps} fps for {report.audio_seconds:.2f} s of audio "
-          f"({report.fps:.1f} frames/s on {device}, preset {cfg.name}, {cfg.sampler.steps} steps)")
+          f"({report.fps:.1f} frames/s on {device} with {args.backend}, preset {cfg.name}, "
+          f"{cfg.sampler.steps} steps)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.config import ModelConfig
+    from engine.model import TorchRunners, load_model
+    from export.onnx_export import export_preset
+    from server.backends import default_export_dir
+
+    cfg = ModelConfig.from_name(args.preset)
+    out = Path(args.out) if args.out else default_export_dir(cfg)
+    model = load_model(cfg, args.weights)
+    manifest = export_preset(cfg, model, out, opset=args.opset, precision=args.precision, progress=not args.quiet)
+    for name, entry in manifest["components"].items():
+        print(f"{name:16s} {entry['file']:24s} {entry['bytes'] / 1e6:9.1f} MB  sha256 {entry['sha256'][:12]}")
+    print(f"wrote {out / 'manifest.json'} (opset {args.opset}, {args.precision}); every graph passed onnx.checker")
+    if args.check:
+        _export_check(cfg, load_model(cfg, args.weights), out)
+    if args.tensorrt:
+        from export.tensorrt import TrtRunners
+
+        TrtRunners(cfg, out, precision=args.trt_precision)
+        print(f"built TensorRT engines ({args.trt_precision}) under {out / 'tensorrt'}")
+    return 0
+
+
+def _export_check(cfg, model, out: Path) -> None:
+    from engine.face import prepare_portrait
+    from engine.media import load_audio, load_image
+    from engine.model import TorchRunners
+    from export.check import component_errors, format_errors, pipeline_psnr
+    from export.ort_runners import OrtRunners
+
+    ort = OrtRunners.from_dir(cfg, out)
+    s = cfg.stream
+    rows = component_errors(model, ort, [(s.window_frames, 1), (s.clip_frames, 2)])
+    print(format_errors(rows))
+    crop = prepare_portrait(load_image(DEFAULT_IMAGE), s.image_size)
+    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)[: 2 * cfg.audio.sample_rate]
+    psnr, frames = pipeline_psnr(TorchRunners(model), ort, crop.image, crop.mask, pcm, cfg.audio.sample_rate)
+    print(f"pipeline: {frames} frames, onnxruntime vs torch fp32 PSNR {psnr:.1f} dB")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from engine.bench import machine_info, session_fps
+    from engine.config import ModelConfig
+    from engine.face import prepare_portrait
+    from engine.media import load_audio, load_image
+    from engine.session import prepare_avatar
+    from server.backends import make_runners
+
+    cfg = ModelConfig.from_name(args.preset)
+    if args.runs < 1:
+        raise_input(f"--runs must be at least 1, got {args.runs}")
+    crop = prepare_portrait(load_image(DEFAULT_IMAGE), cfg.stream.image_size)
+    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)
+    if args.audio_seconds is not None:
+        pcm = pcm[: max(1, int(args.audio_seconds * cfg.audio.sample_rate))]
+    backends = [args.backend] if args.backend == "torch" else [args.backend, "torch"]
+    figures = {}
+    for backend in backends:
+        runners = make_runners(cfg, backend, args.weights, args.device, args.exported)
+        avatar = prepare_avatar(runners, crop.image, crop.mask)
+        figures[backend] = session_fps(runners, avatar, pcm, cfg.audio.sample_rate, args.runs)
+        print(f"{backend:12s} {figures[backend]['fps']:6.1f} frames/s (median of {args.runs}, "
+              f"{figures[backend]['frames']} frames of {len(pcm) / cfg.audio.sample_rate:.1f} s audio)")
+    result = {"benchmark": "livehead bench", "preset": cfg.name, "backend": args.backend, "device": machine_info(),
+              "runs": args.runs, "figures": figures}
+    if len(backends) > 1:
+        ratio = figures[args.backend]["fps"] / figures["torch"]["fps"]
+        result["speedup_vs_torch"] = round(ratio, 3)
+        print(f"{args.backend} is {ratio:.2f}x the torch backend's frames/s (same run)")
+    out = Path(args.json) if args.json else Path("benchmarks/results") / f"bench_{cfg.name}_{args.backend}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {out}")
     return 0
 
 
@@ -160,10 +276,22 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    from server.live import cmd_live as run_live
+
+    return run_live(args)
+
+
 def raise_input(message: str):
     from engine.errors import InputError
 
     raise InputError(message)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.serve import cmd_serve as run
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import InputError
 
     try:
-        commands = {"animate": cmd_animate, "parity": cmd_parity, "weights": cmd_weights}
+        commands = {"animate": cmd_animate, "parity": cmd_parity, "weights": cmd_weights, "live": cmd_live,
+                    "export": cmd_export, "bench": cmd_bench, "serve": cmd_serve}
         return commands[args.command](args)
     except InputError as err:
         print(f"livehead: error: {err}", file=sys.stderr)

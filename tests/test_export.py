@@ -94,8 +94,8 @@ def test_animate_with_onnxruntime_backend(exported, tmp_path, capsys):
 def test_bench_command_saves_json(exported, tmp_path, capsys):
     _, _, out, _ = exported
     target = tmp_path / "bench.json"
-    assert main(["bench", "--backend", "onnxruntime", "--exported", str(out), "--runs", "1", "--json",
-                 str(target)]) == 0
+    assert main(["bench", "--backend", "onnxruntime", "--exported", str(out), "--runs", "1", "--audio-seconds",
+                 "1", "--json", str(target)]) == 0
     result = json.loads(target.read_text())
     assert result["figures"]["onnxruntime"]["fps"] > 0 and result["figures"]["torch"]["fps"] > 0
     assert result["speedup_vs_torch"] == pytest.approx(

@@ -1,0 +1,251 @@
+"""Live server over a loopback WebRTC connection: mouth-to-screen latency, first-frame delay, sustained fps.
+
+    python benchmarks/webrtc_latency.py [--preset tiny] [--sessions 1 2 4] [--seconds 10] [--threads N]
+                                        [--latency S] [--out benchmarks/results/webrtc_latency.json]
+
+The aiohttp + aiortc server (server/app.py, same defaults as `livehead serve`) and N headless aiortc
+clients (server/client.py) run in this process on 127.0.0.1, for 1, 2 and 4 concurrent sessions. Each
+client sends, as its microphone, silence with a 150 ms tone burst every 0.8-1.4 s, and receives the
+avatar's video and the delayed audio. All times are `time.monotonic()`; media are timed when their RTP
+packets arrive (see server/client.py for why and for the A/V-offset method).
+
+Figures per session count:
+- mouth-to-screen: a burst's onset captured by the client (its sample's capture time) → arrival of the
+  first video frame generated for the audio at that onset (the frame whose 40 ms interval holds it);
+  the onset's position in the server's timeline is found in the audio the server took in;
+- mouth-to-ear: the same onset → arrival of the audio packet that plays it back;
+- first-frame delay: the client's first mic sample → the first video frame at the client;
+- sustained fps: video frames received per second (the pacer's fixed 25; frames are timed by their RTP
+  packets and not decoded, to leave the CPU to the server), generated frames shown per
+  second (`fresh_fps`: the model's sustained rate per session, ≤ 25) and the share of repeated ticks;
+- A/V offset: video delay − audio delay of the frames generated for the audio (positive: picture late).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import aiortc  # noqa: E402
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from engine.config import ModelConfig  # noqa: E402
+from engine.model import TorchRunners, load_model  # noqa: E402
+from server.app import APP_KEY, ServeConfig, create_app  # noqa: E402
+from server.client import RATE, LoopbackClient, av_offset, match_stamps, received_fps  # noqa: E402
+from server.pacing import source_wall_time  # noqa: E402
+from server.serve import default_threads  # noqa: E402
+
+BURST_S = 0.15
+ONSET_LEVEL = 0.05  # |sample| above this after quiet marks a burst onset
+
+
+def burst_signal(seconds: float, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Silence with 150 ms tone bursts (0.3 peak, random 150-300 Hz fundamental + harmonics) every 0.8-1.4 s.
+
+    Irregular spacing and pitch keep the audio cross-correlation unambiguous. Returns float32 [N] at
+    48 kHz and the onsets (sample indices).
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    pcm = np.zeros(n, np.float32)
+    t = np.arange(int(BURST_S * RATE)) / RATE
+    onsets, s = [], int(1.0 * RATE)
+    while s + t.size < n:
+        f0 = rng.uniform(150, 300)
+        pcm[s:s + t.size] = 0.3 * sum(w * np.sin(2 * np.pi * f0 * h * t) for h, w in ((1, 0.6), (2, 0.3), (4, 0.1)))
+        onsets.append(s)
+        s += int(rng.uniform(0.8, 1.4) * RATE)
+    return pcm, onsets
+
+
+def onsets_in(recording: list[tuple[int, float, np.ndarray]]) -> list[int]:
+    """Timeline samples where a burst starts, in the audio the server took in."""
+    if not recording:
+        return []
+    first = recording[0][0]
+    end = max(f + p.size for f, _, p in recording)
+    signal = np.zeros(end - first, np.float32)
+    for f, _, p in recording:
+        signal[f - first:f - first + p.size] = p
+    loud = np.flatnonzero(np.abs(signal) > ONSET_LEVEL)
+    out, last = [], -10 * RATE
+    for i in loud:
+        if i - last > 0.5 * RATE:
+            out.append(int(i) + first)
+        last = i
+    return out
+
+
+def session_figures(client: LoopbackClient, media, onsets: list[int], fps: int, seconds: float) -> dict:
+    got = client.got
+    recording = list(media.recording)
+    sync = av_offset(recording, got, fps)
+    mic = client.mic
+    capture = [mic.sent[s // 960] - 0.02 + (s % 960) / RATE for s in onsets if s // 960 < len(mic.sent)]
+    sources = [(f, p.size, a) for f, a, p in recording]
+    packets = sorted((a, pts) for pts, a in got.video_packets.items())
+    ticks = match_stamps(packets, got.stamps, fps)
+    lag = sync["audio_content_lag_samples"]
+    audio_packets = sorted((pts, a) for pts, a in got.audio_packets.items())
+    to_screen, to_ear = [], []
+    for tau in onsets_in(recording):
+        arrived = source_wall_time(sources, tau, RATE)
+        if arrived is None or not capture:
+            continue
+        cap = min(capture, key=lambda c: abs(c - arrived))
+        if abs(cap - arrived) > 0.3:
+            continue
+        frame = tau * fps // RATE
+        shown = [a for a, _, s in ticks if s["frame"] >= frame]
+        if shown:
+            to_screen.append(min(shown) - cap)
+        heard = [a for pts, a in audio_packets if pts - lag <= tau < pts - lag + 960]
+        if heard:
+            to_ear.append(heard[0] - cap)
+    first_video = packets[0][0] if packets else float("nan")
+    window_from = first_video + 0.5
+    fresh = {s["frame"] for _, _, s in ticks if s["frame"] >= 0 and window_from <= s["sent"] < window_from + seconds}
+    return {
+        "received_fps": received_fps(packets, window_from, seconds),
+        "fresh_fps": len(fresh) / seconds,
+        "repeat_share": sync["repeat_share"],
+        "first_frame_delay_s": first_video - (mic.sent[0] - 0.02),
+        "server_first_frame_delay_s": media.first_frame_delay,
+        "mouth_to_screen_s": to_screen,
+        "mouth_to_ear_s": to_ear,
+        "latency_s": media.latency,
+        "av_offset_s": sync["av_offset_s"],
+        "audio_delay_s": sync["audio_delay_s"],
+        "video_delay_s": sync["video_delay_s"],
+        "clips_skipped": media.skipped_clips,
+    }
+
+
+async def run_sessions(base: str, server, n: int, seconds: float) -> dict:
+    fps = server.cfg.stream.fps
+    latency = server.latency_for(n)
+    pcm, onsets = burst_signal(latency + seconds + 4.0)
+    clients = [LoopbackClient(base, pcm, decode_video=False) for _ in range(n)]  # time packets, skip VP8 decode
+    batches0, clips0 = server.worker.batches, server.worker.clips
+    await asyncio.gather(*(c.connect() for c in clients))
+    await asyncio.sleep(latency + seconds + 1.5)
+    medias = [server.peers[c.session_id].media for c in clients]
+    batches, clips = server.worker.batches - batches0, server.worker.clips - clips0
+    per = [session_figures(c, m, onsets, fps, seconds) for c, m in zip(clients, medias)]
+    await asyncio.gather(*(c.close() for c in clients))
+    await asyncio.sleep(0.5)
+    flat = lambda key: [x for p in per for x in p[key]]  # noqa: E731
+    med = lambda xs: round(float(np.median(xs)), 4) if len(xs) else None  # noqa: E731
+    return {
+        "sessions": n,
+        "latency_s": [round(p["latency_s"], 3) for p in per],
+        "received_fps_min": round(min(p["received_fps"] for p in per), 2),
+        "fresh_fps_per_session": [round(p["fresh_fps"], 2) for p in per],
+        "fresh_fps_total": round(sum(p["fresh_fps"] for p in per), 2),
+        "repeat_share": [round(p["repeat_share"], 3) for p in per],
+        "first_frame_delay_s": [round(p["first_frame_delay_s"], 3) for p in per],
+        "mouth_to_screen_median_s": med(flat("mouth_to_screen_s")),
+        "mouth_to_screen_s": [round(x, 3) for x in flat("mouth_to_screen_s")],
+        "mouth_to_ear_median_s": med(flat("mouth_to_ear_s")),
+        "av_offset_s": [round(p["av_offset_s"], 4) for p in per],
+        "audio_delay_s": [round(p["audio_delay_s"], 4) for p in per],
+        "clips_skipped": [p["clips_skipped"] for p in per],
+        "mean_batch_size": round(clips / max(batches, 1), 2),
+        "batch_seconds_during_run": round(server.worker.batch_ema_s or float("nan"), 3),
+        "batches": batches,
+    }
+
+
+def finite(obj):
+    """NaN (a session that showed no generated frame) → None, so the JSON stays strict."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+async def main_async(args) -> dict:
+    cfg = ModelConfig.from_name(args.preset)
+    if args.steps:
+        cfg = cfg.with_steps(args.steps)
+    runners = TorchRunners(load_model(cfg, args.weights, device=args.device))
+    results = []
+    for n in args.sessions:
+        app = create_app(runners, ServeConfig(max_sessions=max(args.sessions), latency=args.latency,
+                                              record_seconds=args.seconds + 30))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        server = app[APP_KEY]
+        row = await run_sessions(base, server, n, args.seconds)
+        row.update(clip_compute_s=round(server.compute_s, 4), batch_compute_s=round(server.compute_batch_s, 4),
+                   load_average=os.getloadavg()[0])
+        print(json.dumps(finite(row)), flush=True)
+        results.append(row)
+        await runner.cleanup()
+    return {
+        "benchmark": "webrtc_latency",
+        "preset": cfg.name,
+        "seeded_weights": cfg.seeded_weights and args.weights is None,
+        "device": {"name": cpu_name() if runners.device.type == "cpu" else torch.cuda.get_device_name(runners.device),
+                   "type": runners.device.type, "logical_cores": os.cpu_count(),
+                   "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "aiortc": aiortc.__version__,
+                     "aiohttp": aiohttp.__version__, "av": av.__version__, "numpy": np.__version__},
+        "settings": {"steps": cfg.sampler.steps, "fps": cfg.stream.fps, "clip_frames": cfg.stream.clip_frames,
+                     "image_size": cfg.stream.image_size, "seconds": args.seconds, "latency": args.latency or "auto",
+                     "burst_every_s": "0.8-1.4", "burst_s": BURST_S, "transport": "loopback, one process"},
+        "results": results,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
+    p.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
+    p.add_argument("--latency", type=float, default=None, help="server latency (default: measured at start)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: as `livehead serve`, cores - 1)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "webrtc_latency.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads or default_threads())
+    report = asyncio.run(main_async(args))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The generation worker: one thread owns the model and serves every live session.
+
+    worker = GenerationWorker(runners, max_batch=4)
+    worker.start()                      # from the event loop
+    worker.add(session, listener)       # listener.on_frames(frames) / .on_generation_error() run on the loop
+    worker.kick()                       # new audio arrived: look for ready clips now
+    await worker.run(fn, *args)         # other model work (avatar preparation) on the worker thread
+    worker.remove(session); worker.stop()
+
+Each round gathers `Session.prepare_clip()` from the registered sessions whose next clip's audio is
+in (round-robin, at most `max_batch`), denoises them together with `denoise_jobs` (one batched
+denoiser pass per step: dynamic batching across sessions), decodes each with `finish_clip`, and hands
+the frames to the event loop with `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Callable, Protocol
+
+from engine.session import Session, VideoFrame, denoise_jobs
+
+log = logging.getLogger("livehead.worker")
+IDLE_WAIT_S = 0.01  # longest sleep between scans when no clip is ready and nobody kicks
+
+
+class Listener(Protocol):
+    def on_frames(self, frames: list[VideoFrame]) -> None: ...  # called on the event loop
+    def on_generation_error(self) -> None: ...  # called on the event loop
+    def catch_up(self, now: float) -> None: ...  # called on this thread right before prepare_clip
+
+
+class GenerationWorker:
+    def __init__(self, runners, max_batch: int = 4):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
+        self.runners = runners
+        self.max_batch = max_batch
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: dict[Session, Listener] = {}
+        self._calls: deque[tuple[Future, Callable, tuple]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rr = 0  # round-robin start, so sessions beyond max_batch are not starved
+        # figures for /metrics
+        self.batches = 0
+        self.clips = 0
+        self.errors = 0
+        self.last_batch = 0
+        self.last_batch_s = 0.0
+        self.busy_s = 0.0
+        self.batch_ema_s: float | None = None  # smoothed batch duration: how long a clip takes now
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the thread; call from the event loop that receives the frames."""
+        if self._thread is not None:
+            return
+        self.loop = asyncio.get_running_loop()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="livehead-generation", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the batch in progress finish, cancel queued calls, join the thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("generation thread did not stop within %.0f s", timeout)
+            self._thread = None
+        with self._lock:
+            calls, self._calls = list(self._calls), deque()
+            self._sessions.clear()
+        for fut, _, _ in calls:
+            fut.cancel()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---- registration --------------------------------------------------------------------
+    def add(self, session: Session, listener: Listener) -> None:
+        with self._lock:
+            self._sessions[session] = listener
+        self._wake.set()
+
+    def remove(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.pop(session, None)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self, fn: Callable, *args):
+        """Run fn(*args) on the worker thread between batches (the model has one owner); await the result."""
+        if not self.alive:
+            raise RuntimeError("the generation worker is not running")
+        fut: Future = Future()
+        with self._lock:
+            self._calls.append((fut, fn, args))
+        self._wake.set()
+        return await asyncio.wrap_future(fut)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def _gather(self) -> list:
+        with self._lock:
+            sessions = list(self._sessions.items())
+        if not sessions:
+            return []
+        start = self._rr % len(sessions)
+        self._rr += 1
+        jobs = []
+        for session, listener in sessions[start:] + sessions[:start]:
+            listener.catch_up(time.monotonic())  # no clip of this session is in flight here
+            job = session.prepare_clip()
+            if job is not None:
+                jobs.append(job)
+                if len(jobs) >= self.max_batch:
+                    break
+        return jobs
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._lock:
+                if not self._calls:
+                    return
+                fut, fn, args = self._calls.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as err:  # handed to the awaiting coroutine
+                fut.set_exception(err)
+
+    def _post(self, callback: Callable, *args) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop closed while shutting down
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._run_calls()
+            jobs = self._gather()
+            if not jobs:
+                self._wake.wait(IDLE_WAIT_S)
+                self._wake.clear()
+                continue
+            t = time.perf_counter()
+            try:
+                latents = denoise_jobs(self.runners, jobs)
+                results = [(job, job.session.finish_clip(job, latents[i:i + 1])) for i, job in enumerate(jobs)]
+            except Exception:
+                log.exception("generation failed for a batch of %d clips; those sessions restart from idle", len(jobs))
+                self.errors += 1
+                with self._lock:
+                    failed = [self._sessions.get(job.session) for job in jobs]
+                for listener in failed:
+                    if listener is not None:
+                        self._post(listener.on_generation_error)
+                continue
+            dt = time.perf_counter() - t
+            self.batches += 1
+            self.clips += len(jobs)
+            self.last_batch, self.last_batch_s = len(jobs), dt
+            self.busy_s += dt
+            self.batch_ema_s = dt if self.batch_ema_s is None else 0.8 * self.batch_ema_s + 0.2 * dt
+            with self._lock:
+                delivered = [(self._sessions.get(job.session), frames) for job, frames in results]
+            for listener, frames in delivered:
+                if listener is not None and frames:
+                    self._post(listener.on_frames, frames)
