@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from engine.bench import cpu_name  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.model import TorchRunners, load_model  # noqa: E402
 from server.app import APP_KEY, ServeConfig, create_app  # noqa: E402
@@ -178,16 +179,6 @@ def finite(obj):
     if isinstance(obj, list):
         return [finite(v) for v in obj]
     return obj
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 async def main_async(args) -> dict:
