@@ -134,8 +134,3 @@ def _generate_offline(runners: Runners, avatar: Avatar, pcm: np.ndarray, out_pat
             for image in to_uint8(frames):
                 writer.write(image)
     return n_frames
-
-
-def frames_array(frames) -> np.ndarray:
-    """Stack VideoFrame images → [N, S, S, 3] uint8 (tests and benchmarks)."""
-    return np.stack([f.image for f in frames]) if frames else np.zeros((0, 0, 0, 3), np.uint8)

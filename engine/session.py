@@ -256,7 +256,7 @@ class Session:
         job = self.prepare_clip()
         if job is None:
             return []
-        return self.finish_clip(job, denoise_jobs(self.runners, [job])[0:1])
+        return self.finish_clip(job, denoise_jobs(self.runners, [job]))
 
     def prepare_clip(self) -> ClipJob | None:
         """Take the next clip's inputs (audio tokens, noise, motion prefix), or None if it is not ready.
@@ -337,7 +337,3 @@ class Session:
                 yield frame
             if not self.run_clip() and not self.pending:
                 return
-
-    @property
-    def generated_frames(self) -> int:
-        return self.next_clip * self.cfg.stream.clip_frames

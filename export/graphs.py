@@ -114,6 +114,9 @@ def graph_specs(cfg: ModelConfig, model: AvatarModel, frames: int | None = None,
         kv = ReferenceGraph(model)(rand(1, 4, h, w))
     kv_batch = tuple(t.expand(batch, -1, -1).contiguous() for t in kv)
     spatial = {2: "height", 3: "width"}
+    video = {0: "batch", 2: "frames", 3: "height", 4: "width"}
+    denoiser_axes = {"sample": video, "timestep": {0: "batch"}, "audio_tokens": {0: "batch", 1: "frames"},
+                     "face_features": {0: "batch", **spatial}, "v": video}
     return [
         GraphSpec("audio_encoder", AudioEncoderGraph(model), (rand(1, a.n_mels, 200),), ["mel"], ["stack"],
                   {"mel": {2: "mel_frames"}, "stack": {1: "positions"}}),
@@ -127,17 +130,11 @@ def graph_specs(cfg: ModelConfig, model: AvatarModel, frames: int | None = None,
                   (rand(batch, 4, frames, h, w), torch.full((batch,), 999, dtype=torch.int64),
                    rand(batch, frames, a.tokens_per_frame, a.n_state), rand(batch, c0, h, w), *kv_batch),
                   ["sample", "timestep", "audio_tokens", "face_features", *KV_NAMES], ["v"],
-                  {"sample": {0: "batch", 2: "frames", 3: "height", 4: "width"}, "timestep": {0: "batch"},
-                   "audio_tokens": {0: "batch", 1: "frames"}, "face_features": {0: "batch", 2: "height", 3: "width"},
-                   **{n: {0: "batch", 1: f"ref_tokens_{i // 2}"} for i, n in enumerate(KV_NAMES)},
-                   "v": {0: "batch", 2: "frames", 3: "height", 4: "width"}}),
+                  {**denoiser_axes, **{n: {0: "batch", 1: f"ref_tokens_{i // 2}"} for i, n in enumerate(KV_NAMES)}}),
         GraphSpec("denoiser_uncond", DenoiserGraph(model),
                   (rand(batch, 4, frames, h, w), torch.full((batch,), 999, dtype=torch.int64),
                    torch.zeros(batch, frames, a.tokens_per_frame, a.n_state), torch.zeros(batch, c0, h, w)),
-                  ["sample", "timestep", "audio_tokens", "face_features"], ["v"],
-                  {"sample": {0: "batch", 2: "frames", 3: "height", 4: "width"}, "timestep": {0: "batch"},
-                   "audio_tokens": {0: "batch", 1: "frames"}, "face_features": {0: "batch", 2: "height", 3: "width"},
-                   "v": {0: "batch", 2: "frames", 3: "height", 4: "width"}}),
+                  ["sample", "timestep", "audio_tokens", "face_features"], ["v"], denoiser_axes),
         GraphSpec("vae_decoder", VAEDecoderGraph(model), (rand(cfg.stream.clip_frames, 4, h, w),), ["latents"],
                   ["frames"], {"latents": {0: "n", **spatial}, "frames": {0: "n", **spatial}}),
     ]

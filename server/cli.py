@@ -135,7 +135,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
-    from engine.model import TorchRunners, load_model
+    from engine.model import load_model
     from export.onnx_export import export_preset
     from server.backends import default_export_dir
 

@@ -341,6 +341,15 @@ async def consume_mic(track: MediaStreamTrack, media: LiveMedia) -> None:
         pass
 
 
+async def _sleep_until(track: MediaStreamTrack, due: float) -> None:
+    """Pace a track: sleep until the monotonic time `due`; a track stopped meanwhile ends its stream."""
+    wait = due - time.monotonic()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    if track.readyState != "live":
+        raise MediaStreamError
+
+
 class AvatarVideoTrack(MediaStreamTrack):
     """Outgoing video: tick k (pts k·90000/fps) is sent at t0 + latency + k/fps; rgb24 frames."""
 
@@ -358,11 +367,7 @@ class AvatarVideoTrack(MediaStreamTrack):
         await media.anchored.wait()
         k = self._k
         self._k += 1
-        wait = pacing.video_due(media.t0, media.latency, k, media.fps) - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if self.readyState != "live":
-            raise MediaStreamError
+        await _sleep_until(self, pacing.video_due(media.t0, media.latency, k, media.fps))
         now = time.monotonic()
         image, index, fresh = media.frame_for_tick(k)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -403,11 +408,7 @@ class DelayedAudioTrack(MediaStreamTrack):
         await media.anchored.wait()
         m = self._m
         self._m += 1
-        wait = pacing.audio_due(media.t0, media.latency, m) - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if self.readyState != "live":
-            raise MediaStreamError
+        await _sleep_until(self, pacing.audio_due(media.t0, media.latency, m))
         pcm = media.audio_for_frame(m, time.monotonic())
         s16 = (np.clip(pcm, -1.0, 1.0) * 32767.0).round().astype(np.int16)
         frame = av.AudioFrame.from_ndarray(s16[None, :], format="s16", layout="mono")
