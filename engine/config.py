@@ -169,13 +169,16 @@ _ECHOMIMIC_V1 = ModelConfig(
 
 PRESETS: dict[str, ModelConfig] = {
     # Embedded default: same architecture at CPU real-time size (128x128 output, 16x16 latents).
+    # One sampling step: the shipped tiny model is a one-step distilled student (the teacher samples
+    # more), and one step is what keeps a live session at 25 fps on two CPU cores beside the server's
+    # codecs (two steps: 14 generated fps in `benchmarks/webrtc_latency.py`). `--steps N` overrides.
     "tiny": ModelConfig(
         name="tiny",
         unet=UNetConfig(block_out_channels=(32, 64, 64, 64), norm_num_groups=8, attention_heads=2, motion_heads=2),
         vae=VAEConfig(block_out_channels=(8, 16, 32, 32), layers_per_block=1, norm_num_groups=4),
         audio=AudioConfig(window_seconds=2.0, pad_to_ctx=False),
         face_locator=FaceLocatorConfig(block_out_channels=(4, 8, 16, 32)),
-        sampler=SamplerConfig(steps=2, guidance_scale=1.0),
+        sampler=SamplerConfig(steps=1, guidance_scale=1.0),
         stream=StreamConfig(image_size=128, fps=25, clip_frames=10, motion_frames=2),
         seeded_weights=True,
     ),

@@ -282,9 +282,29 @@ class Session:
 
     def finish_clip(self, job: ClipJob, latents: torch.Tensor) -> list[VideoFrame]:
         """latents [1, 4, F, s, s] of `job` → decoded frames, queued. A clip overtaken by clear() is dropped."""
+        if not self.commit_clip(job, latents):
+            return []
+        return self.decode_clip(job, latents)
+
+    def commit_clip(self, job: ClipJob, latents: torch.Tensor) -> bool:
+        """First half of `finish_clip`: the clip's last latents become the motion frames, the next clip
+        may be prepared. Cheap; lets a worker denoise clip k+1 while clip k decodes. False if cleared."""
         s = self.cfg.stream
         with self.lock:
             self.in_flight = False
+            if job.epoch != self.epoch:
+                return False
+            if s.motion_frames:
+                self.motion = latents[:, :, -s.motion_frames:]
+            self.next_clip = job.clip + 1
+            return True
+
+    def decode_clip(self, job: ClipJob, latents: torch.Tensor) -> list[VideoFrame]:
+        """Second half of `finish_clip`: decode latents [1, 4, F, s, s] and queue the frames (bounded).
+
+        Returns [] when clear() came in meanwhile (the frames are dropped)."""
+        s = self.cfg.stream
+        with self.lock:
             if job.epoch != self.epoch:
                 return []
         images = to_uint8(self.runners.decode(latents[0].permute(1, 0, 2, 3)))
@@ -297,9 +317,6 @@ class Session:
         with self.lock:
             if job.epoch != self.epoch:  # cleared while decoding
                 return []
-            if s.motion_frames:
-                self.motion = latents[:, :, -s.motion_frames:]
-            self.next_clip = job.clip + 1
             if len(self.pending) + len(out) > s.max_pending_frames:
                 # the consumer stalled: keep the newest frames, the queue stays bounded
                 for _ in range(len(self.pending) + len(out) - s.max_pending_frames):
@@ -308,6 +325,18 @@ class Session:
                         self.dropped_frames += 1
             self.pending.extend(out)
         return out
+
+    def skip_to(self, clip: int) -> int:
+        """Jump ahead to `clip` (generation fell behind real time): the clips in between are never made.
+
+        Their audio is dropped with the next `prepare_clip`; the motion frames stay those of the last
+        clip made. Only while no clip is in flight and before flush. Returns how many clips were skipped.
+        """
+        with self.lock:
+            if self.in_flight or self.total_frames is not None or clip <= self.next_clip:
+                return 0
+            skipped, self.next_clip = clip - self.next_clip, clip
+            return skipped
 
     def _clip_noise(self, clip: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Initial noise of the F new frames [1, 4, F, s, s] and the prefix re-noising noise [1, 4, n, s, s]."""

@@ -49,7 +49,9 @@ def render(server) -> str:
     _line(out, "livehead_worker_errors_total", "counter", "Batches that failed.", [("", w.errors)])
     _line(out, "livehead_worker_last_batch_size", "gauge", "Clips in the latest batch.", [("", w.last_batch)])
     _line(out, "livehead_worker_last_batch_seconds", "gauge", "Duration of the latest batch.", [("", w.last_batch_s)])
-    _line(out, "livehead_worker_busy_seconds_total", "counter", "Time spent generating.", [("", w.busy_s)])
+    _line(out, "livehead_worker_busy_seconds_total", "counter", "Time spent denoising.", [("", w.busy_s)])
+    _line(out, "livehead_worker_decode_seconds_total", "counter", "Time spent decoding (overlaps denoising).",
+          [("", w.decode_busy_s)])
     _line(out, "livehead_frames_generated_total", "counter", "Video frames generated.",
           [("", total("frames_generated", "generated"))])
     _line(out, "livehead_video_frames_sent_total", "counter", "Video ticks sent (25 per second per session).",

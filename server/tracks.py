@@ -233,9 +233,7 @@ class LiveMedia:
             audio_wait = session.features.required_span(first, count, self.fps)[1] / SESSION_RATE
             target = pacing.catch_up_clip(session.next_clip, newest, session.cfg.stream.clip_frames, self.fps,
                                           self.t0, self.latency, now, compute, audio_wait)
-            if target > session.next_clip:
-                self.skipped_clips += target - session.next_clip
-                session.next_clip = target  # TODO(engine): a Session.skip_to(clip) API would own this
+            self.skipped_clips += session.skip_to(target)
 
     # ---- generation callbacks (from the worker, on the loop) ---------------------------------
     def on_frames(self, frames: list[VideoFrame]) -> None:

@@ -1,4 +1,4 @@
-"""The generation worker: one thread owns the model and serves every live session.
+"""The generation worker: two threads own the model and serve every live session.
 
     worker = GenerationWorker(runners, max_batch=4)
     worker.start()                      # from the event loop
@@ -9,14 +9,18 @@
 
 Each round gathers `Session.prepare_clip()` from the registered sessions whose next clip's audio is
 in (round-robin, at most `max_batch`), denoises them together with `denoise_jobs` (one batched
-denoiser pass per step: dynamic batching across sessions), decodes each with `finish_clip`, and hands
-the frames to the event loop with `loop.call_soon_threadsafe`.
+denoiser pass per step: dynamic batching across sessions) and commits each (`Session.commit_clip`:
+the motion frames move on). A second thread decodes the committed clips (`Session.decode_clip`) and
+hands the frames to the event loop with `loop.call_soon_threadsafe`: while clip k decodes, clip k+1
+already denoises. Torch releases the GIL inside its kernels, so with one intra-op thread per call the
+two stages use two cores without OpenMP threads spinning against the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -27,6 +31,7 @@ from engine.session import Session, VideoFrame, denoise_jobs
 
 log = logging.getLogger("livehead.worker")
 IDLE_WAIT_S = 0.01  # longest sleep between scans when no clip is ready and nobody kicks
+DECODE_QUEUE = 2  # denoised batches waiting for the decoder; the denoiser waits beyond that
 
 
 class Listener(Protocol):
@@ -48,6 +53,8 @@ class GenerationWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._decoder: threading.Thread | None = None
+        self._decode_q: queue.Queue = queue.Queue(maxsize=DECODE_QUEUE)
         self._rr = 0  # round-robin start, so sessions beyond max_batch are not starved
         # figures for /metrics
         self.batches = 0
@@ -55,8 +62,9 @@ class GenerationWorker:
         self.errors = 0
         self.last_batch = 0
         self.last_batch_s = 0.0
-        self.busy_s = 0.0
-        self.batch_ema_s: float | None = None  # smoothed batch duration: how long a clip takes now
+        self.busy_s = 0.0  # denoising time
+        self.decode_busy_s = 0.0
+        self.batch_ema_s: float | None = None  # smoothed prepare → frames time: how long a clip takes now
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -65,18 +73,23 @@ class GenerationWorker:
             return
         self.loop = asyncio.get_running_loop()
         self._stop.clear()
+        self._decode_q = queue.Queue(maxsize=DECODE_QUEUE)
         self._thread = threading.Thread(target=self._run, name="livehead-generation", daemon=True)
+        self._decoder = threading.Thread(target=self._run_decoder, name="livehead-decode", daemon=True)
         self._thread.start()
+        self._decoder.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Let the batch in progress finish, cancel queued calls, join the thread."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("generation thread did not stop within %.0f s", timeout)
-            self._thread = None
+        for name in ("_thread", "_decoder"):
+            thread = getattr(self, name)
+            if thread is not None:
+                thread.join(timeout)
+                if thread.is_alive():
+                    log.warning("%s thread did not stop within %.0f s", thread.name, timeout)
+                setattr(self, name, None)
         with self._lock:
             calls, self._calls = list(self._calls), deque()
             self._sessions.clear()
@@ -85,7 +98,7 @@ class GenerationWorker:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return all(t is not None and t.is_alive() for t in (self._thread, self._decoder))
 
     # ---- registration --------------------------------------------------------------------
     def add(self, session: Session, listener: Listener) -> None:
@@ -154,7 +167,16 @@ class GenerationWorker:
         except RuntimeError:  # the loop closed while shutting down
             pass
 
+    def _fail(self, jobs: list) -> None:
+        self.errors += 1
+        with self._lock:
+            failed = [self._sessions.get(job.session) for job in jobs]
+        for listener in failed:
+            if listener is not None:
+                self._post(listener.on_generation_error)
+
     def _run(self) -> None:
+        """Denoising thread: gather ready clips, denoise them in one batch, commit, hand over to decode."""
         while not self._stop.is_set():
             self._run_calls()
             jobs = self._gather()
@@ -165,21 +187,43 @@ class GenerationWorker:
             t = time.perf_counter()
             try:
                 latents = denoise_jobs(self.runners, jobs)
-                results = [(job, job.session.finish_clip(job, latents[i:i + 1])) for i, job in enumerate(jobs)]
+                done = [(job, latents[i:i + 1]) for i, job in enumerate(jobs)
+                        if job.session.commit_clip(job, latents[i:i + 1])]
             except Exception:
                 log.exception("generation failed for a batch of %d clips; those sessions restart from idle", len(jobs))
-                self.errors += 1
-                with self._lock:
-                    failed = [self._sessions.get(job.session) for job in jobs]
-                for listener in failed:
-                    if listener is not None:
-                        self._post(listener.on_generation_error)
+                for job in jobs:
+                    with job.session.lock:
+                        job.session.in_flight = False
+                self._fail(jobs)
                 continue
-            dt = time.perf_counter() - t
+            self.busy_s += time.perf_counter() - t
+            while not self._stop.is_set():
+                try:
+                    self._decode_q.put((t, jobs, done), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def _run_decoder(self) -> None:
+        """Decoding thread: decode committed clips in order and post their frames to the event loop."""
+        while not self._stop.is_set():
+            try:
+                t, jobs, done = self._decode_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            t_decode = time.perf_counter()
+            try:
+                results = [(job, job.session.decode_clip(job, latents)) for job, latents in done]
+            except Exception:
+                log.exception("decoding failed for a batch of %d clips; those sessions restart from idle", len(jobs))
+                self._fail(jobs)
+                continue
+            end = time.perf_counter()
+            dt = end - t
+            self.decode_busy_s += end - t_decode
             self.batches += 1
             self.clips += len(jobs)
             self.last_batch, self.last_batch_s = len(jobs), dt
-            self.busy_s += dt
             self.batch_ema_s = dt if self.batch_ema_s is None else 0.8 * self.batch_ema_s + 0.2 * dt
             with self._lock:
                 delivered = [(self._sessions.get(job.session), frames) for job, frames in results]

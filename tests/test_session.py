@@ -236,3 +236,55 @@ def test_frame_queue_stays_bounded(runners, avatar):
     for _ in range(limit // clip + 2):
         s.run_clip()
     assert len(s.pending) == limit and s.dropped_frames > 0
+
+
+def test_pipelined_commit_then_decode_matches_finish_clip(runners, avatar):
+    """Committing clip k lets clip k+1 be prepared and denoised before clip k is decoded (the server's
+    two-stage worker); the frames equal those of the plain prepare → finish order."""
+    from engine.session import denoise_jobs
+
+    audio = speech_like(2.0, seed=3)
+    plain = Session(runners, avatar, seed=4)
+    plain.push_audio(audio, SR)
+    expected = [f.image for _ in range(2) for f in plain.run_clip()]
+
+    s = Session(runners, avatar, seed=4)
+    s.push_audio(audio, SR)
+    job0 = s.prepare_clip()
+    lat0 = denoise_jobs(runners, [job0])
+    assert s.prepare_clip() is None  # not committed yet: still in flight
+    assert s.commit_clip(job0, lat0) and s.next_clip == 1 and len(s.pending) == 0
+    job1 = s.prepare_clip()  # prepared while clip 0 still waits for its decode
+    lat1 = denoise_jobs(runners, [job1])
+    assert s.commit_clip(job1, lat1)
+    got = s.decode_clip(job0, lat0) + s.decode_clip(job1, lat1)
+    assert [f.index for f in got] == list(range(2 * runners.cfg.stream.clip_frames))
+    np.testing.assert_array_equal(np.stack([f.image for f in got]), np.stack(expected))
+
+
+def test_clear_between_commit_and_decode_drops_the_frames(runners, avatar):
+    from engine.session import denoise_jobs
+
+    s = Session(runners, avatar)
+    s.push_audio(speech_like(1.0), SR)
+    job = s.prepare_clip()
+    latents = denoise_jobs(runners, [job])
+    assert s.commit_clip(job, latents)
+    s.clear()
+    assert s.decode_clip(job, latents) == [] and len(s.pending) == 0
+
+
+def test_skip_to_jumps_ahead_only_when_idle(runners, avatar):
+    s = Session(runners, avatar)
+    s.push_audio(speech_like(3.0), SR)
+    assert s.skip_to(0) == 0 and s.next_clip == 0  # never backwards or in place
+    job = s.prepare_clip()
+    assert s.skip_to(3) == 0 and s.next_clip == 0  # a clip is in flight
+    s.clear()  # also drops the audio: push more
+    s.push_audio(speech_like(3.0), SR)
+    assert s.skip_to(3) == 3 and s.next_clip == 3
+    frames = s.run_clip()
+    assert frames[0].index == 3 * runners.cfg.stream.clip_frames
+    s.flush()
+    assert s.skip_to(9) == 0  # the stream has ended: its tail is generated in full
+    del job
