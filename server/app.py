@@ -44,8 +44,9 @@ log = logging.getLogger("livehead.server")
 STATIC = Path(__file__).resolve().parent / "static"
 DEFAULT_PORTRAIT = Path(__file__).resolve().parent.parent / "engine" / "assets" / "portrait.png"
 MAX_MESSAGE = 4096  # data-channel message bound (bytes)
-COMPUTE_HEADROOM = 1.25  # latency budget per clip = headroom × measured clip compute
-WARMUP_CLIPS = 3
+COMPUTE_HEADROOM = 1.5  # latency budget per clip = headroom × clip compute measured alone at start: on 2
+# cores a clip takes 1.1-1.6× longer in the server (event loop, codecs and the decode stage share the cores)
+WARMUP_CLIPS = 5
 PLACEHOLDER_PAGE = """<!doctype html><meta charset="utf-8"><title>livehead</title>
 <p>livehead server is running. The browser page (server/static/index.html) is not installed;
 POST an SDP offer to <code>/offer</code> (see server/app.py).</p>"""
@@ -439,7 +440,7 @@ def _time_batches(runners, avatar, batch: int, rounds: int) -> list[float]:
 
     sessions = [Session(runners, avatar, seed=i) for i in range(batch)]
     s = runners.cfg.stream
-    need = sessions[0].features.required_span(0, rounds * s.clip_frames + 1, s.fps)[1]
+    need = sessions[0].features.required_span(rounds * s.clip_frames, 1, s.fps)[1]  # audio up to the last clip
     for session in sessions:
         session.push_audio(np.zeros(need, np.float32), session.sample_rate)
     times = []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -32,6 +33,19 @@ from engine.session import Session, VideoFrame, denoise_jobs
 log = logging.getLogger("livehead.worker")
 IDLE_WAIT_S = 0.01  # longest sleep between scans when no clip is ready and nobody kicks
 DECODE_QUEUE = 2  # denoised batches waiting for the decoder; the denoiser waits beyond that
+MODEL_NICE = 10  # the model threads yield the CPU to the event loop (pacing, codecs) when cores are short
+
+
+def _lower_priority() -> None:
+    """Raise this thread's nice value (Linux schedules threads separately); a no-op where unsupported.
+
+    When more sessions ask for clips than the cores can make, generation falls behind either way (clips
+    are skipped, the picture holds); the event loop must not, or the sound and the frame ticks go late.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), MODEL_NICE)
+    except (AttributeError, OSError):
+        pass
 
 
 class Listener(Protocol):
@@ -177,6 +191,7 @@ class GenerationWorker:
 
     def _run(self) -> None:
         """Denoising thread: gather ready clips, denoise them in one batch, commit, hand over to decode."""
+        _lower_priority()
         while not self._stop.is_set():
             self._run_calls()
             jobs = self._gather()
@@ -206,6 +221,7 @@ class GenerationWorker:
 
     def _run_decoder(self) -> None:
         """Decoding thread: decode committed clips in order and post their frames to the event loop."""
+        _lower_priority()
         while not self._stop.is_set():
             try:
                 t, jobs, done = self._decode_q.get(timeout=0.1)
