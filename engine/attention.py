@@ -9,15 +9,94 @@ Shapes: `N` = batch·frames (every spatial op is per frame), `L` = tokens per fr
   `norm1` output (the reference "bank").
 - `Transformer2D` (`attentions.j`): GroupNorm, 1×1 conv in, one block, 1×1 conv out, residual.
 - `MotionModule` (`motion_modules.j`): AnimateDiff-v2 "Vanilla" temporal transformer over frames.
+
+Kernels: every attention type runs either through torch SDPA (`"sdpa"`, the default: any device, and
+what `export/` traces) or through the Triton kernels in `kernels/` (`"triton"`, CUDA; CPU only under
+`TRITON_INTERPRET=1`). `use_attention_kernels(model, AttentionKernels.triton())` picks them per type:
+the reference kernel streams own + cached reference K/V without `torch.cat`/`repeat_interleave`, the
+audio kernel fuses the audio scale, and the temporal kernel reads the `[B·F, L, C]` layout directly.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.errors import InputError
+
+KERNEL_CHOICES = ("sdpa", "triton")
+
+
+@dataclass(frozen=True)
+class AttentionKernels:
+    """Which implementation runs each attention type: "sdpa" (torch) or "triton" (`kernels/`).
+
+    reference: the spatial self-attention over [own tokens ; avatar reference tokens] (`attn1`);
+    temporal: the motion modules' attention over frames; audio: the audio cross-attention (`attn2`).
+    """
+
+    reference: str = "sdpa"
+    temporal: str = "sdpa"
+    audio: str = "sdpa"
+
+    def __post_init__(self):
+        for kind in ("reference", "temporal", "audio"):
+            choice = getattr(self, kind)
+            if choice not in KERNEL_CHOICES:
+                raise InputError(f"{kind} attention kernel must be one of {', '.join(KERNEL_CHOICES)}; got {choice!r}")
+
+    @classmethod
+    def sdpa(cls) -> "AttentionKernels":
+        return cls()
+
+    @classmethod
+    def triton(cls) -> "AttentionKernels":
+        return cls(reference="triton", temporal="triton", audio="triton")
+
+    @classmethod
+    def from_name(cls, name: str) -> "AttentionKernels":
+        presets = {"sdpa": cls.sdpa, "triton": cls.triton}
+        if name not in presets:
+            raise InputError(f"unknown attention kernels {name!r}; choose one of: {', '.join(presets)}")
+        return presets[name]()
+
+    @property
+    def uses_triton(self) -> bool:
+        return "triton" in (self.reference, self.temporal, self.audio)
+
+
+def _triton_kernels():
+    """Import `kernels/` lazily (the sdpa path and ONNX export never need triton)."""
+    try:
+        from kernels import audio_attention, reference_attention, temporal_attention
+    except ImportError as err:
+        raise InputError(
+            f"the 'triton' attention kernels need the triton package ({err}); install it with "
+            "pip install 'livehead[gpu]' or choose the 'sdpa' attention kernels"
+        ) from err
+    return reference_attention, temporal_attention, audio_attention
+
+
+def use_attention_kernels(module: nn.Module, kernels: AttentionKernels | str) -> nn.Module:
+    """Set the attention kernels of every attention submodule of `module` (e.g. a Denoiser); returns it.
+
+    Only the choice is stored (plain attributes, not in the state dict); weights are untouched.
+    """
+    if isinstance(kernels, str):
+        kernels = AttentionKernels.from_name(kernels)
+    if kernels.uses_triton:
+        _triton_kernels()  # fail now, with the install hint, rather than inside a forward pass
+    for m in module.modules():
+        if isinstance(m, SpatialTransformerBlock):
+            m.reference_kernel = kernels.reference
+            m.audio_kernel = kernels.audio
+        elif isinstance(m, TemporalAttention):
+            m.kernel = kernels.temporal
+    return module
 
 
 class Attention(nn.Module):
@@ -47,6 +126,37 @@ class Attention(nn.Module):
         context = x if context is None else context
         return self.attend(self.to_q(x), self.to_k(context), self.to_v(context))
 
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, L, C] → [N, heads, L, C/heads] (a view)."""
+        n, length, c = x.shape
+        return x.view(n, length, self.heads, c // self.heads).transpose(1, 2)
+
+    @staticmethod
+    def merge_heads(x: torch.Tensor) -> torch.Tensor:
+        """[N, heads, L, D] → [N, L, heads·D] (a view when x is a kernel output)."""
+        n, heads, length, d = x.shape
+        return x.transpose(1, 2).reshape(n, length, heads * d)
+
+    def attend_reference_triton(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                ref_k: torch.Tensor | None, ref_v: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """Reference attention kernel: q/k/v [B·F, L, C], ref_k/ref_v [B, Lr, C] or None → to_out [B·F, L, C]."""
+        reference_attention = _triton_kernels()[0].reference_attention
+        refs = (None, None) if ref_k is None or ref_v is None else (self.split_heads(ref_k), self.split_heads(ref_v))
+        out = reference_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v), *refs, frames)
+        return self.to_out[0](self.merge_heads(out))
+
+    def forward_scaled_triton(self, x: torch.Tensor, context: torch.Tensor, scale: float) -> torch.Tensor:
+        """scale · forward(x, context) with the scale fused into the kernel and the bias: → [N, L, C]."""
+        audio_attention = _triton_kernels()[2].audio_attention
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        out = self.merge_heads(audio_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v), scale))
+        proj = self.to_out[0]
+        if isinstance(proj, nn.Linear):  # scale·(W a + b) = W (scale·a) + scale·b
+            return F.linear(out, proj.weight, None if proj.bias is None else proj.bias * scale)
+        # a swapped-in projection (e.g. FP8) with a `bias`: proj(scale·a) already adds b once
+        bias = getattr(proj, "bias", None)
+        return proj(out) if bias is None else proj(out) + (scale - 1.0) * bias
+
 
 class GEGLU(nn.Module):
     def __init__(self, dim: int, inner: int):
@@ -71,6 +181,9 @@ class FeedForward(nn.Module):
 
 class SpatialTransformerBlock(nn.Module):
     """One `transformer_blocks.0`: reference attention, optional audio attention, feed-forward."""
+
+    reference_kernel = "sdpa"  # set by use_attention_kernels
+    audio_kernel = "sdpa"
 
     def __init__(self, dim: int, heads: int, audio_dim: int | None, audio_scale: float, eps: float):
         super().__init__()
@@ -106,13 +219,20 @@ class SpatialTransformerBlock(nn.Module):
         """h [B·F, L, C]; audio [B·F, Ta, Ca] or None; ref_k/ref_v [B, Lr, C] or None (plain self-attn)."""
         n = self.norm1(h)
         q, k, v = self.attn1.to_q(n), self.attn1.to_k(n), self.attn1.to_v(n)
-        if ref_k is not None and ref_v is not None:
-            # Reference attention: every frame's keys/values are [own tokens ; reference tokens].
-            k = torch.cat([k, ref_k.repeat_interleave(frames, dim=0)], dim=1)
-            v = torch.cat([v, ref_v.repeat_interleave(frames, dim=0)], dim=1)
-        h = h + self.attn1.attend(q, k, v)
+        if self.reference_kernel == "triton":
+            # One online softmax over own then reference keys: no concatenation, no per-frame copy.
+            h = h + self.attn1.attend_reference_triton(q, k, v, ref_k, ref_v, frames)
+        else:
+            if ref_k is not None and ref_v is not None:
+                # Reference attention: every frame's keys/values are [own tokens ; reference tokens].
+                k = torch.cat([k, ref_k.repeat_interleave(frames, dim=0)], dim=1)
+                v = torch.cat([v, ref_v.repeat_interleave(frames, dim=0)], dim=1)
+            h = h + self.attn1.attend(q, k, v)
         if self.has_audio and audio is not None:
-            h = h + self.audio_scale * self.attn2(self.norm2(h), audio)
+            if self.audio_kernel == "triton":
+                h = h + self.attn2.forward_scaled_triton(self.norm2(h), audio, self.audio_scale)
+            else:
+                h = h + self.audio_scale * self.attn2(self.norm2(h), audio)
         return h + self.ff(self.norm3(h))
 
 
@@ -174,12 +294,28 @@ class PositionalEncoding(nn.Module):
 class TemporalAttention(Attention):
     """Self-attention over the frame axis with the sinusoidal PE added to its input."""
 
+    kernel = "sdpa"  # set by use_attention_kernels
+
     def __init__(self, dim: int, heads: int, max_len: int):
         super().__init__(dim, heads)
         self.pos_encoder = PositionalEncoding(dim, max_len)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return super().forward(self.pos_encoder(x))
+
+    def forward_frames_triton(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """Temporal kernel on video tokens in place: x [B·F, L, C] → [B·F, L, C], no regrouping copies.
+
+        Same result as regrouping to [B·L, F, C] and calling forward(): PE, projections and to_out act
+        per token, and the kernel reads the [B, F, L] token layout through strides.
+        """
+        temporal_attention = _triton_kernels()[1].temporal_attention
+        nf, length, c = x.shape
+        b, d = nf // frames, c // self.heads
+        x = x.view(b, frames, length, c) + self.pos_encoder.pe[:, :frames, None, :]
+        split = lambda t: t.view(b, frames, length, self.heads, d).permute(0, 2, 3, 1, 4)  # noqa: E731
+        out = temporal_attention(split(self.to_q(x)), split(self.to_k(x)), split(self.to_v(x)))
+        return self.to_out[0](out.permute(0, 3, 1, 2, 4).reshape(nf, length, c))
 
 
 class TemporalTransformerBlock(nn.Module):
@@ -195,6 +331,9 @@ class TemporalTransformerBlock(nn.Module):
         nf, length, c = h.shape
         b = nf // frames
         for norm, attn in zip(self.norms, self.attention_blocks):
+            if attn.kernel == "triton":
+                h = h + attn.forward_frames_triton(norm(h), frames)
+                continue
             n = norm(h).view(b, frames, length, c).transpose(1, 2).reshape(b * length, frames, c)
             out = attn(n).view(b, length, frames, c).transpose(1, 2).reshape(nf, length, c)
             h = h + out

@@ -1,7 +1,10 @@
-"""Shared test helpers: where the EchoMimic reference fixtures live.
+"""Shared test helpers: where the EchoMimic reference fixtures live; Triton's interpreter on CPU.
 
 They sit in the shared reference folder beside the checkout (`../shared/reference/echomimic/fixtures`);
 LIVEHEAD_FIXTURES overrides. Tests that need them skip with a reason when they are absent.
+
+Without CUDA the Triton kernels (`kernels/`) run under the interpreter, which must be chosen before
+triton is first imported: hence TRITON_INTERPRET=1 is set here, at import time.
 """
 
 from __future__ import annotations
@@ -10,6 +13,10 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "echomimic" / "fixtures"
 
