@@ -8,17 +8,22 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.model import Runners
-from engine.session import Avatar, Session
+
+if TYPE_CHECKING:  # the session pulls in PyAV; GPU benchmarks import machine_info without it
+    from engine.session import Avatar
 
 PUSH_SECONDS = 0.02
 
 
 def stream_once(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate: int, seed: int = 0) -> int:
     """Feed `pcm` in 20 ms pushes through a fresh session, consuming frames as they come; returns the count."""
+    from engine.session import Session
+
     session = Session(runners, avatar, seed=seed)
     step = int(PUSH_SECONDS * sample_rate)
     n = 0

@@ -178,10 +178,11 @@ class UNetBase(nn.Module):
         return [t for b in blocks for t in b.transformers()]
 
     def time_features(self, timestep: torch.Tensor, n: int) -> torch.Tensor:
-        """timestep [] or [n] → [n, time_embed_dim]."""
+        """timestep [] or [n] → [n, time_embed_dim] in the weights' dtype."""
         t = timestep.reshape(-1).expand(n)  # [] / [1] broadcast, [n] as is (one traced graph for both)
         emb = timestep_embedding(t, self.cfg.block_out_channels[0], self.cfg.flip_sin_to_cos, self.cfg.freq_shift)
-        return self.time_embedding(emb)
+        # the sinusoids are computed in fp32; a half-precision model takes them in its own dtype
+        return self.time_embedding(emb.to(self.time_embedding.linear_1.weight.dtype))
 
     def trunk(self, h: torch.Tensor, temb: torch.Tensor, frames: int,
               attend: Callable[[Transformer2D, torch.Tensor], torch.Tensor]) -> torch.Tensor:
