@@ -7,7 +7,12 @@
     livehead weights manifest --preset NAME
     livehead weights download echomimic-v1-acc|echomimic-v1 [--dir DIR] [--quiet]
     livehead weights convert DIR [--preset echomimic-v1-acc] [--out DIR2] [--dtype fp16|bf16|fp32] [--quiet]
+    livehead eval --data DIR [--preset tiny] [--weights DIR] [--out RESULT.json] [--reference PHOTO]
+                  [--ground-truth [--shift N]] [--identity-stride K] [--limit N] [--seed S] [--steps N]
+                  [--device auto] [--series] [--quiet]
     livehead live --mic | --audio FILE [--image PHOTO] [--out OUT.mp4] [--seconds S] [--no-window] [--json OUT]
+    livehead train vae|stage1|stage2|distill --data DIR [--data DIR2 --mix 1,1] --out RUN [--init WEIGHTS]
+                   [--whisper FILE] [--steps N] [--batch B] [--lr LR] [--ema D] [--resume] [--device auto] [--quiet]
     livehead serve [--host 127.0.0.1] [--port 8080] [--preset tiny] [--weights DIR] [--device auto]
                    [--backend torch|onnxruntime|tensorrt] [--max-sessions N] [--token T] [--ice-server URL]...
                    [--latency S]
@@ -78,6 +83,23 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, help="where to save the figures (default: "
                    "benchmarks/results/bench_PRESET_BACKEND.json)")
 
+    v = sub.add_parser("eval", help="lip-sync, silence, identity and jitter metrics on a folder of clips (JSON)")
+    v.add_argument("--data", required=True, help="folder of clips: GRID .mpg (+ .align) or synthetic_talker output")
+    v.add_argument("--preset", default="tiny")
+    v.add_argument("--weights", default=None, help="weights directory (default: the preset's own)")
+    v.add_argument("--out", default=None, help="write the JSON here (default: print it)")
+    v.add_argument("--reference", default=None, help="animate this portrait instead of each clip's first frame")
+    v.add_argument("--ground-truth", action="store_true", help="score the clips' own videos instead of the model "
+                   "(the best achievable figures)")
+    v.add_argument("--shift", type=int, default=0, help="with --ground-truth: delay the video by N frames")
+    v.add_argument("--identity-stride", type=int, default=1, help="embed every K-th frame for the identity metric")
+    v.add_argument("--limit", type=int, default=None, help="only the first N clips")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--steps", type=int, default=None)
+    v.add_argument("--device", default="auto")
+    v.add_argument("--series", action="store_true", help="include per-frame mouth openings in the JSON")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+
     w = sub.add_parser("weights", help="checkpoint tools")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     m = wsub.add_parser("manifest", help="print the preset's checkpoint keys and shapes as JSON")
@@ -102,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     from server.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+    add_train_parser(sub)
     return p
 
 
@@ -209,6 +232,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from engine.config import ModelConfig
+    from engine.evaluate import evaluate_clips, find_clips, generate_frames
+
+    cfg = ModelConfig.from_name(args.preset)
+    if args.steps is not None:
+        cfg = cfg.with_steps(args.steps)
+    if args.identity_stride < 1:
+        raise_input(f"--identity-stride must be at least 1, got {args.identity_stride}")
+    if args.shift and not args.ground_truth:
+        raise_input("--shift only applies with --ground-truth")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise_input(f"output directory does not exist: {Path(args.out).parent}; create it first")
+    clips = find_clips(args.data)
+    reference = None
+    if args.reference:
+        from engine.media import load_image
+
+        reference = load_image(args.reference)
+    if args.limit is not None:
+        clips = clips[: max(0, args.limit)]
+    generate = None  # --ground-truth: score the clips' own videos
+    if not args.ground_truth:
+        from server.backends import make_runners
+
+        runners = make_runners(cfg, "torch", args.weights, args.device, progress=not args.quiet)
+        if cfg.seeded_weights and args.weights is None:
+            print(f"livehead: note: preset {cfg.name} has no trained weights yet; evaluating its seeded weights",
+                  file=sys.stderr)
+        generate = lambda clip: generate_frames(runners, clip.reference, clip.mask, clip.pcm,  # noqa: E731
+                                                seed=args.seed)
+    result = evaluate_clips(clips, cfg.stream.image_size, generate, identity_stride=args.identity_stride,
+                            reference=reference, shift=args.shift, progress=not args.quiet, series=args.series)
+    result = {"model": "ground-truth" if args.ground_truth else cfg.name,
+              "weights": None if args.ground_truth else (args.weights or ("seeded" if cfg.seeded_weights else None)),
+              "data": str(args.data), "steps": cfg.sampler.steps, "seed": args.seed, **result}
+    text = json.dumps(result, indent=1) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        s = result["summary"]
+        print(f"wrote {args.out}: {s['clips']} clips, mouth corr {s['mouth_corr_gt']}, silent closed "
+              f"{s['silent_closed']}, same person {s['identity_same']}; pass: "
+              + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in s["pass"].items()))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_parity(args: argparse.Namespace) -> int:
     from engine.parity import format_report, results_json, run_parity
 
@@ -294,6 +365,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(args)
 
 
+TRAIN_STAGES = ("vae", "stage1", "stage2", "distill")
+
+
+def add_train_parser(sub) -> None:
+    """`livehead train vae|stage1|stage2|distill`: the embedded model's training stages (engine/train.py)."""
+    t = sub.add_parser("train", help="train the embedded model: vae, stage1, stage2, distill (resumable)")
+    t.add_argument("stage", choices=TRAIN_STAGES, help="vae, stage1 (image), stage2 (video + audio), distill")
+    t.add_argument("--data", action="append", required=True, metavar="DIR",
+                   help="folder of videos with audio (GRID .mpg, synthetic_talker .mp4) or prepared clips; repeatable")
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, weights/")
+    t.add_argument("--preset", default="tiny")
+    t.add_argument("--init", default=None, help="weights folder to start from (the previous stage's OUT/weights)")
+    t.add_argument("--whisper", default=None, help="pretrained Whisper-tiny weights for the (frozen) audio encoder")
+    t.add_argument("--cache", default=None, help="cropped clips and latent cache (default: OUT/../cache)")
+    t.add_argument("--mix", default=None, help="share of each --data folder, e.g. 1,1")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    for flag, kind in (("steps", int), ("batch", int), ("lr", float), ("warmup", int), ("weight-decay", float),
+                       ("grad-clip", float), ("ema", float), ("seed", int), ("save-every", int), ("log-every", int),
+                       ("audio-dropout", float), ("uncond-dropout", float), ("first-clip-prob", float),
+                       ("reference-frame-prob", float), ("kl-weight", float), ("perceptual-weight", float),
+                       ("from-steps", int), ("to-steps", int), ("teacher-guidance", float)):
+        t.add_argument(f"--{flag}", type=kind, default=None)
+    t.add_argument("--train-spatial", action="store_true", help="stage2: also train the spatial layers")
+    t.add_argument("--precision", default=None, help="fp32 (default; TF32 on CUDA) or bf16 (autocast on CUDA)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.config import ModelConfig
+    from engine.model import resolve_device
+    from engine.train import options_from
+
+    cfg = ModelConfig.from_name(args.preset)
+    try:
+        mix = tuple(float(x) for x in args.mix.split(",")) if args.mix else None
+    except ValueError:
+        raise_input(f"--mix must be comma-separated numbers, one per --data folder, got {args.mix!r}")
+    opts = options_from(args, progress=not args.quiet, mix=mix)
+    run = dict(init=args.init, whisper=args.whisper, cache=args.cache, device=resolve_device(args.device),
+               resume=args.resume)
+    if args.stage == "vae":
+        from engine.train_vae import train_vae as train
+    elif args.stage == "distill":
+        from engine.distill import distill as train
+    else:
+        from engine.train import train_stage
+
+        def train(*a, **kw):
+            return train_stage(args.stage, *a, **kw)
+    weights = train(cfg, args.data, args.out, opts, **run)
+    if args.stage == "vae":
+        print(f"wrote {weights} (vae); next: livehead train stage1 --init {weights} ...")
+        return 0
+    steps = opts.to_steps if args.stage == "distill" else opts.from_steps  # the teacher samples with more steps
+    print(f"wrote {weights} ({args.stage}); try it: livehead animate --preset {cfg.name} --weights {weights} "
+          f"--steps {steps}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -302,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"animate": cmd_animate, "parity": cmd_parity, "weights": cmd_weights, "live": cmd_live,
-                    "export": cmd_export, "bench": cmd_bench, "serve": cmd_serve}
+                    "export": cmd_export, "bench": cmd_bench, "serve": cmd_serve, "eval": cmd_eval}
+        commands["train"] = cmd_train
         return commands[args.command](args)
     except InputError as err:
         print(f"livehead: error: {err}", file=sys.stderr)

@@ -1,0 +1,566 @@
+"""Training the embedded (`tiny`) avatar model: VAE, stage 1 (image), stage 2 (video), distillation.
+
+    livehead train vae     --data DIR --out runs/vae
+    livehead train stage1  --data DIR --out runs/stage1  --init runs/vae/weights
+    livehead train stage2  --data DIR --out runs/stage2  --init runs/stage1/weights
+    livehead train distill --data DIR --out runs/distill --init runs/stage2/weights --from-steps 8 --to-steps 1
+
+Every stage writes `OUT/checkpoint.pt` (model, optimizer, EMA, step, RNG state; `--resume` continues
+bit-for-bit as if never stopped, because every step draws its batch, timesteps and noise from a
+generator seeded by (seed, step)), `OUT/log.jsonl` (one line per logged step) and `OUT/weights/`, a
+complete weights directory in the layout `load_model(cfg, weights_dir=...)` reads (fp16 safetensors,
+33 MB for `tiny`, Whisper-tiny's encoder included), which the next stage takes as `--init`.
+
+Stages (EMO's training recipe, with EchoMimic's conditioning):
+
+- stage 1, image: reference image → one frame of the same clip. ReferenceNet, the denoiser's spatial
+  layers and the face locator learn; motion modules are bypassed and audio attention is off (both
+  frozen). Audio cross-attention and motion-module output projections start at zero (AnimateDiff's
+  zero init), so switching them on in stage 2 starts from the stage-1 image model exactly.
+- stage 2, video: windows of `motion_frames + clip_frames` consecutive frames with their audio tokens.
+  The motion prefix enters the denoiser exactly as `Session` feeds it: noised to the same timestep as
+  the new frames (a known prefix re-noised with fixed noise at every sampling step), and with
+  probability `first_clip_prob` it is the reference latent repeated with frame 0's tokens (the
+  session's first clip). The loss covers the new frames only (the session discards the prefix
+  output). Motion modules and audio layers learn (`--train-spatial`: everything but VAE and audio).
+- both: v-prediction MSE under the sampler's zero-terminal-SNR schedule, t uniform in [0, 999];
+  audio-token dropout (zero tokens) and CFG dropout (zero audio, zero face features, no reference
+  bank: `guided_denoise`'s unconditional branch) so CFG can be used; AdamW, linear warm-up, gradient
+  clipping, optional EMA (exported when on), TF32 or `--precision bf16` autocast on CUDA. The VAE and
+  the audio encoder are frozen (`--whisper FILE` loads pretrained Whisper-tiny weights into the encoder).
+
+GPU recipe for the shipped `tiny` model (one H100, one run of each stage, then `livehead eval`):
+
+  data    GRID (34 speakers × 1000 sentences of 3 s at 25 fps, CC BY 4.0, ~28 h) and synthetic_talker
+          clips (~2000 portraits × 8 Piper sentences, ~12 h, exact lip ground truth), mixed 1 : 1
+          (`--data grid --data synthetic --mix 1,1`); 2 GRID speakers held out for `livehead eval`.
+  whisper `--whisper whisper_tiny.pt` on the first stage; every later `--init` carries it.
+  vae     30k steps, batch 64 frames, lr 2e-4, KL 1e-5, perceptual proxy 0.5            ~0.5 GPU-h
+  stage1  40k steps, batch 64 (reference, frame) pairs, lr 1e-4, EMA 0.999              ~6 GPU-h
+  stage2  60k steps, batch 16 windows of 2 + 10 frames, lr 5e-5, EMA 0.999: 30k on
+          temporal + audio layers, then 30k with `--train-spatial` (lr 2e-5)            ~9 GPU-h
+  distill progressive 8 → 4 → 2 → 1 steps, 8k steps per round, batch 16, lr 2e-5       ~5 GPU-h
+  caching VAE encode + session-windowed Whisper of ~40 h of clips                      ~0.5 GPU-h
+  total   ≈ 21 GPU-hours as the code stands (eager, TF32).
+
+Measured on an H100 with synthetic batches (eager PyTorch 2.11): VAE step at batch 64 0.05 s; stage-1
+step at batch 64 0.4–0.5 s (fp32/TF32; 0.5–1.0 s with bf16 autocast); stage-2 step at batch 16 0.52 s
+(0.58 s bf16; batch 32 1.2 s bf16); distillation step (k = 1, batch 16, bf16) 0.73 s. Stage 1 is
+host-bound: a profile shows the GPU busy ~40 ms of a ~0.5 s step (~10k small kernel launches), so
+capturing the step in a CUDA graph is the first speed-up to land before the real run (a first try of
+`torch.compile` on the denoiser had not finished compiling after 7 minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from engine.attention import MotionModule, SpatialTransformerBlock
+from engine.config import ModelConfig
+from engine.errors import InputError
+from engine.model import AvatarModel
+from engine.sampler import zero_snr_alphas_cumprod
+from engine.weights import check_state_dict, load_weights, read_state_dict, weight_groups
+
+STAGES = ("stage1", "stage2")
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS_DIR = "weights"
+LOG = "log.jsonl"
+MAX_WEIGHTS_BYTES = 40_000_000  # the embedded model's budget (fp16 files)
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainOptions:
+    """Optimisation and data options shared by every stage (the CLI flags of `livehead train`)."""
+
+    steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
+    batch: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup: int = 500
+    grad_clip: float = 1.0
+    ema: float = 0.0  # EMA decay; 0 = off
+    seed: int = 0
+    save_every: int = 1000
+    log_every: int = 10
+    progress: bool = True
+    # diffusion stages
+    audio_dropout: float = 0.05  # per sample: zero audio tokens
+    uncond_dropout: float = 0.05  # share of each batch on CFG's unconditional branch (no audio, face, reference)
+    first_clip_prob: float = 0.1  # stage 2: the window is the session's first clip
+    reference_frame_prob: float = 0.5  # the reference is a random frame of the clip, else the clip's reference
+    train_spatial: bool = False  # stage 2: also train the spatial layers, ReferenceNet and face locator
+    mix: tuple[float, ...] | None = None  # share of each --data folder
+    precision: str = "fp32"  # "fp32" (TF32 matmuls on CUDA) or "bf16" (autocast on CUDA)
+    # vae
+    kl_weight: float = 1e-5
+    perceptual_weight: float = 0.5
+    # distill
+    from_steps: int = 8
+    to_steps: int = 1
+    teacher_guidance: float = 1.0
+
+    def check(self) -> "TrainOptions":
+        if self.steps < 1 or self.batch < 1:
+            raise InputError(f"--steps and --batch must be at least 1, got {self.steps} and {self.batch}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise InputError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.ema < 1:
+            raise InputError(f"--ema must be in [0, 1) (0 = off), got {self.ema}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("audio_dropout", "uncond_dropout", "first_clip_prob", "reference_frame_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"--{name.replace('_', '-')} must be a probability, got {getattr(self, name)}")
+        return self
+
+
+# ------------------------------------------------------------------------------------- the model
+
+
+def zero_init_new_layers(model: AvatarModel) -> None:
+    """Zero the output projections of audio cross-attention and motion modules (identity at start)."""
+    with torch.no_grad():
+        for m in model.denoiser.modules():
+            if isinstance(m, MotionModule):
+                m.temporal_transformer.proj_out.weight.zero_()
+                m.temporal_transformer.proj_out.bias.zero_()
+            elif isinstance(m, SpatialTransformerBlock) and m.has_audio:
+                m.attn2.to_out[0].weight.zero_()
+                m.attn2.to_out[0].bias.zero_()
+
+
+def load_whisper(model: AvatarModel, path: str | Path) -> None:
+    """Load Whisper-tiny encoder weights (`whisper_tiny.pt`, OpenAI's `tiny.pt` or `.safetensors`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Whisper weights file not found: {path}")
+    raw = {k[len("encoder."):]: v for k, v in read_state_dict(path).items() if k.startswith("encoder.")}
+    expected = {k: list(v.shape) for k, v in model.audio_encoder.state_dict().items()}
+    check_state_dict(raw, expected, path)
+    model.audio_encoder.load_state_dict({k: v.float() for k, v in raw.items()})
+
+
+def build_model(cfg: ModelConfig, init: str | Path | None = None, whisper: str | Path | None = None,
+                seed: int = 0) -> AvatarModel:
+    """The model a stage starts from: fresh (seeded PyTorch init, new layers zeroed) or `init`'s weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AvatarModel(cfg)
+    zero_init_new_layers(model)
+    if init is not None:
+        load_weights(cfg, model.components(), Path(init))
+    if whisper is not None:
+        load_whisper(model, whisper)
+    return model.float().requires_grad_(False)
+
+
+def _is_audio(name: str) -> bool:
+    return ".transformer_blocks.0.attn2." in name or ".transformer_blocks.0.norm2." in name
+
+
+def trainable_parameters(model: AvatarModel, stage: str, train_spatial: bool = False) -> dict[str, nn.Parameter]:
+    """Parameters a stage trains, by their `model.named_parameters()` name."""
+    out = {}
+    for name, p in model.named_parameters():
+        part = name.split(".", 1)[0]
+        if stage == "vae":
+            keep = part == "vae"
+        elif part not in ("reference_net", "denoiser", "face_locator"):
+            keep = False
+        elif stage == "stage1":
+            keep = ".motion_modules." not in name and not _is_audio(name)
+        elif stage == "stage2":
+            keep = train_spatial or ".motion_modules." in name or _is_audio(name)
+        elif stage == "distill":
+            keep = True
+        else:
+            raise InputError(f"unknown stage {stage!r}")
+        if keep:
+            out[name] = p
+    return out
+
+
+def _skip_motion(x: torch.Tensor, frames: int) -> torch.Tensor:
+    return x
+
+
+@contextlib.contextmanager
+def image_mode(denoiser: nn.Module):
+    """Stage 1: motion modules bypassed (identity) and audio cross-attention off, restored after."""
+    motion = [m for m in denoiser.modules() if isinstance(m, MotionModule)]
+    blocks = [m for m in denoiser.modules() if isinstance(m, SpatialTransformerBlock) and m.has_audio]
+    for m in motion:
+        m.forward = _skip_motion
+    for b in blocks:
+        b.has_audio = False
+    try:
+        yield
+    finally:
+        for m in motion:
+            del m.forward
+        for b in blocks:
+            b.has_audio = True
+
+
+def setup_device(device: torch.device | str, opts: TrainOptions) -> tuple[torch.device, bool]:
+    """TF32 matmuls on CUDA; returns (device, whether bf16 autocast is on).
+
+    The tiny networks are launch-bound on a GPU (about 10k small kernels per step): bf16 autocast adds
+    cast kernels and measured slower than TF32 there, hence fp32 by default."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device, opts.precision == "bf16" and device.type == "cuda"
+
+
+# ---------------------------------------------------------------------------------- diffusion loss
+
+
+def alphas_cumprod(cfg: ModelConfig) -> torch.Tensor:
+    """ᾱ [T] float32 of the sampler's zero-terminal-SNR schedule (ᾱ[T−1] = 0)."""
+    return torch.from_numpy(zero_snr_alphas_cumprod(cfg.sampler)).float()
+
+
+def alpha_bar(alphas: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t per sample, t [B] int (t < 0: the clean end, 1.0) → [B, 1, 1, 1, 1]."""
+    a = torch.where(t >= 0, alphas[t.clamp(min=0)], torch.ones(()))
+    return a.view(-1, 1, 1, 1, 1)
+
+
+def conditioned_v(model: AvatarModel, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+                  face: torch.Tensor, reference: torch.Tensor, n_uncond: int = 0) -> torch.Tensor:
+    """Denoiser v for x [B, 4, F, s, s] at t [B]. The first `n_uncond` samples get CFG's unconditional
+    branch (zero tokens, zero face features, no reference bank), the others the reference bank of
+    reference [B, 4, s, s]. tokens [B, F, Ta, Ca], face [B, C0, s, s]. Returns [B, 4, F, s, s].
+
+    A count rather than a per-sample mask keeps the two sub-batches' shapes fixed (no host sync,
+    the same kernels every step)."""
+    k = int(n_uncond)
+    outs = []
+    if k > 0:
+        outs.append(model.denoiser(x[:k], t[:k], torch.zeros_like(tokens[:k]), torch.zeros_like(face[:k])))
+    if k < x.shape[0]:
+        kv = model.denoiser.reference_kv(*model.reference_net(reference[k:]))
+        outs.append(model.denoiser(x[k:], t[k:], tokens[k:], face[k:], *kv))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def uncond_count(p: float, batch: int, gen: torch.Generator) -> int:
+    """How many of a batch's (i.i.d.) samples take the unconditional branch: p·B stochastically rounded."""
+    return min(batch, int(p * batch + float(torch.rand((), generator=gen))))
+
+
+def diffusion_loss(model: AvatarModel, batch: dict[str, torch.Tensor], stage: str, opts: TrainOptions,
+                   alphas: torch.Tensor, gen: torch.Generator, device: torch.device,
+                   autocast: bool = False) -> tuple[torch.Tensor, dict]:
+    """v-prediction MSE of one batch (see the module docstring); all randomness from `gen`.
+
+    batch: latents [B, 4, W, s, s], tokens [B, W, Ta, Ca], reference [B, 4, s, s], mask [B, 1, S, S]
+    (stage 1: W = 1, tokens unused). Returns (loss, stats).
+    """
+    cfg = model.cfg
+    x0 = batch["latents"]
+    b, _, w = x0.shape[:3]
+    n = cfg.stream.motion_frames if stage == "stage2" else 0
+    t = torch.randint(0, cfg.sampler.num_train_timesteps, (b,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    audio_off = (torch.rand(b, generator=gen) < opts.audio_dropout) | (stage == "stage1")
+    n_uncond = uncond_count(opts.uncond_dropout, b, gen)
+
+    ab = alpha_bar(alphas, t)
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # the prefix too: re-noised to t, as the session does
+    target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    if stage == "stage1":
+        tokens = torch.zeros(b, w, cfg.audio.tokens_per_frame, cfg.unet.audio_dim)
+    else:
+        tokens = batch["tokens"] * (~audio_off).float().view(b, 1, 1, 1)
+
+    dev = lambda z: z.to(device, non_blocking=True)  # noqa: E731
+    mode = image_mode(model.denoiser) if stage == "stage1" else contextlib.nullcontext()
+    with mode, torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        face = model.face_locator(dev(batch["mask"]))
+        v = conditioned_v(model, dev(xt), dev(t), dev(tokens), face, dev(batch["reference"]), n_uncond)
+    err = (v.float()[:, :, n:] - dev(target)[:, :, n:]) ** 2
+    loss = err.mean()
+    return loss, {"t_mean": float(t.float().mean()), "uncond": n_uncond}
+
+
+# ------------------------------------------------------------------------------------- the loop
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator every random draw of `step` comes from (what makes resuming exact)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + 17) % (2**63))
+
+
+class Trainer:
+    """AdamW + warm-up + clipping + EMA over `params`, resumable checkpoints, jsonl log, tqdm bar."""
+
+    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter], opts: TrainOptions, out: str | Path,
+                 meta: dict):
+        self.model, self.params, self.opts, self.meta = model, params, opts, meta
+        self.out = Path(out)
+        model.requires_grad_(False)
+        for p in params.values():
+            p.requires_grad_(True)
+        if not params:
+            raise InputError("nothing to train: the stage selected no parameters")
+        self.optimizer = torch.optim.AdamW(list(params.values()), lr=opts.lr, weight_decay=opts.weight_decay)
+        self.ema = {k: p.detach().clone() for k, p in params.items()} if opts.ema > 0 else None
+        self.step = 0
+
+    # ---- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def save(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": self.step,
+            "meta": json.dumps(self.meta, sort_keys=True),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        tmp = self.checkpoint_path.with_name(f".{CHECKPOINT}.partial")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+        return self.checkpoint_path
+
+    def load(self) -> None:
+        """Restore everything `save` wrote; InputError when the checkpoint is of another stage or model."""
+        path = self.checkpoint_path
+        if not path.is_file():
+            raise InputError(f"no checkpoint to resume in {self.out}; drop --resume to start a new run")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise InputError(f"checkpoint {path} is damaged ({type(err).__name__}); delete it to start over") \
+                from None
+        saved = json.loads(state["meta"])
+        for key in ("stage", "config"):
+            if saved.get(key) != self.meta.get(key):
+                raise InputError(f"checkpoint {path} is from another {key} ({saved.get(key)!r} vs "
+                                 f"{self.meta.get(key)!r}); choose another --out or start over")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if state["ema"] is None:
+                raise InputError(f"checkpoint {path} was trained without --ema; resume without it")
+            for k, v in state["ema"].items():
+                self.ema[k].copy_(v)
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        _truncate_log(self.out / LOG, self.step)
+
+    def start(self, resume: bool) -> None:
+        """Resume from OUT's checkpoint, or refuse to overwrite one silently."""
+        if resume:
+            self.load()
+        elif self.checkpoint_path.is_file():
+            raise InputError(f"{self.out} already holds a checkpoint; pass --resume to continue it "
+                             f"or choose a new --out")
+
+    # ---- EMA
+    @torch.no_grad()
+    def _ema_update(self) -> None:
+        for k, p in self.params.items():
+            self.ema[k].lerp_(p.detach(), 1.0 - self.opts.ema)
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """The model's state dict with EMA values in place of the trained parameters (when EMA is on)."""
+        sd = dict(self.model.state_dict())
+        if self.ema is not None:
+            sd.update({k: v.clone() for k, v in self.ema.items()})
+        return sd
+
+    # ---- loop
+    def lr_at(self, step: int) -> float:
+        return self.opts.lr * min(1.0, (step + 1) / max(1, self.opts.warmup))
+
+    def run(self, loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict]], desc: str) -> None:
+        """Optimise until `opts.steps`; `loss_fn(gen)` draws everything from the step's generator."""
+        from tqdm import tqdm
+
+        opts = self.opts
+        self.out.mkdir(parents=True, exist_ok=True)
+        params = list(self.params.values())
+        bar = tqdm(total=opts.steps, initial=self.step, desc=desc, unit="step", disable=not opts.progress)
+        t0 = time.perf_counter()
+        with open(self.out / LOG, "a") as log:
+            while self.step < opts.steps:
+                gen = step_generator(opts.seed, self.step)
+                lr = self.lr_at(self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                loss, stats = loss_fn(gen)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise InputError(f"{desc}: the loss became {value} at step {self.step}; lower --lr and "
+                                     f"resume from the last checkpoint ({self.checkpoint_path}, if any)")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
+                self.optimizer.step()
+                if self.ema is not None:
+                    self._ema_update()
+                self.step += 1
+                bar.update(1)
+                if self.step % opts.log_every == 0 or self.step == opts.steps:
+                    row = {"step": self.step, "loss": round(value, 6), "lr": lr,
+                           "grad_norm": round(float(grad_norm), 4),
+                           "seconds": round(time.perf_counter() - t0, 2), **stats}
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{value:.4f}")
+                if self.step % opts.save_every == 0:
+                    self.save()
+        bar.close()
+        self.save()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past `step` (written after the checkpoint a run resumes from)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+# ------------------------------------------------------------------------------------- weights out
+
+
+def export_weights(cfg: ModelConfig, state: dict[str, torch.Tensor], out_dir: str | Path,
+                   dtype: torch.dtype = torch.float16, info: dict | None = None) -> list[Path]:
+    """Write `state` (an AvatarModel state dict) as the preset's weights directory (fp16 safetensors).
+
+    The files are those `engine.weights` loads (`reference_unet`, `denoising_unet`, `motion_module`,
+    `face_locator`, `audio_processor/whisper_tiny`, `sd-vae-ft-mse/diffusion_pytorch_model`), plus
+    `livehead.json` describing the run. Each file is written atomically.
+    """
+    from safetensors.torch import save_file
+
+    from engine.train_data import publish
+
+    out_dir = Path(out_dir)
+    written = []
+    for g in weight_groups(cfg):
+        prefix = g.component + "."
+        tensors = {g.key_prefix + k[len(prefix):]: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+                   for k, v in state.items() if k.startswith(prefix) and g.selects(k[len(prefix):])}
+        path = out_dir / f"{g.file_stem}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        save_file(tensors, str(tmp), metadata={"format": "pt", "livehead_group": g.name, "livehead_preset": cfg.name})
+        publish(tmp, path)
+        written.append(path)
+    (out_dir / "livehead.json").write_text(json.dumps({"preset": cfg.name, **(info or {})}, indent=1) + "\n")
+    return written
+
+
+def weights_bytes(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+# ------------------------------------------------------------------------------------- stages
+
+
+def config_doc(cfg: ModelConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def run_dir(out: str | Path) -> Path:
+    """The --out folder of a stage (made if missing); InputError when the path is a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory; choose another")
+    return out
+
+
+def prepare_data(cfg: ModelConfig, data_dirs, cache_root: str | Path, opts: TrainOptions):
+    """The cropped clips of `data_dirs` (prepared once under cache_root/clips-SIZE)."""
+    from engine.train_data import prepare_clips
+
+    data_dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    for path in (Path(cache_root), *map(Path, data_dirs)):
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{path} is a file; --data and --cache take directories")
+    if opts.mix is not None and len(opts.mix) != len(data_dirs):
+        raise InputError(f"--mix needs one weight per --data folder: {len(data_dirs)} folders, "
+                         f"{len(opts.mix)} weights")
+    progress = opts.progress
+    return prepare_clips(data_dirs, Path(cache_root) / f"clips-{cfg.stream.image_size}", cfg.stream.image_size,
+                         progress=progress)
+
+
+def window_sampler(cfg: ModelConfig, data, stage: str, opts: TrainOptions):
+    from engine.train_data import WindowSampler
+
+    s = cfg.stream
+    if stage == "stage1":
+        return WindowSampler(data, 0, 1, 0.0, opts.reference_frame_prob, opts.mix)
+    return WindowSampler(data, s.motion_frames, s.clip_frames, opts.first_clip_prob, opts.reference_frame_prob,
+                         opts.mix)
+
+
+def train_stage(stage: str, cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions,
+                init: str | Path | None = None, whisper: str | Path | None = None, cache: str | Path | None = None,
+                device: torch.device | str = "cpu", resume: bool = False) -> Path:
+    """Run stage 1 or 2 and write OUT/weights; returns that directory."""
+    from engine.train_data import ensure_latent_cache
+
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
+    opts.check()
+    out = run_dir(out)
+    cache = Path(cache) if cache is not None else out.parent / "cache"
+    store = prepare_data(cfg, data_dirs, cache, opts)
+    model = build_model(cfg, init, whisper, opts.seed).to(device)
+    data = ensure_latent_cache(store, model, cfg, cache, progress=opts.progress)
+    device, bf16 = setup_device(device, opts)
+    sampler = window_sampler(cfg, data, stage, opts)
+    meta = {"stage": stage, "config": config_doc(cfg), "options": asdict(opts), "init": str(init)}
+    trainer = Trainer(model, trainable_parameters(model, stage, opts.train_spatial), opts, out, meta)
+    trainer.start(resume)
+    alphas = alphas_cumprod(cfg)
+    model.train()
+
+    def loss_fn(gen):
+        return diffusion_loss(model, sampler.sample(opts.batch, gen), stage, opts, alphas, gen, device, bf16)
+
+    trainer.run(loss_fn, stage)
+    return finish(trainer, cfg, out, {"stage": stage, "step": trainer.step, "sampler_steps": cfg.sampler.steps})
+
+
+def finish(trainer: Trainer, cfg: ModelConfig, out: Path, info: dict) -> Path:
+    """Export OUT/weights from the trainer's (EMA) state and check the embedded size budget."""
+    written = export_weights(cfg, trainer.export_state(), out / WEIGHTS_DIR, info=info)
+    size = weights_bytes(written)
+    if cfg.name == "tiny" and size > MAX_WEIGHTS_BYTES:
+        raise InputError(f"exported weights are {size / 1e6:.1f} MB, over the {MAX_WEIGHTS_BYTES / 1e6:.0f} MB budget")
+    return out / WEIGHTS_DIR
+
+
+def options_from(ns, **extra) -> TrainOptions:
+    """TrainOptions from an argparse namespace (attributes of the same names; missing ones keep defaults)."""
+    kw = {f.name: getattr(ns, f.name) for f in fields(TrainOptions) if getattr(ns, f.name, None) is not None}
+    kw.update(extra)
+    return TrainOptions(**kw).check()

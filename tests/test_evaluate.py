@@ -1,0 +1,144 @@
+"""Evaluation metrics: a GRID clip scores high against itself and lower against a time-shifted copy;
+synthetic clips against their generator's parameters; bad inputs give one clear error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import InputError
+from engine.evaluate import (CRITERIA, MOUTH_CLOSED, audio_envelope, best_lag, energy_silence, evaluate_pair,
+                             find_clips, pearson, prepare_clip, read_video, shift_frames, shrink)
+from engine.media import load_image
+from engine.speech_alignment import Phone, buzz_speech
+from engine.synthetic_talker import SyntheticTalker, TalkerStyle, write_clip
+from server.cli import main as cli_main
+
+ASSETS = Path(__file__).resolve().parents[1] / "engine" / "assets"
+GRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "grid"
+GRID_CLIP = "id2_vcd_swwp2s"  # the sample clip with a word alignment
+
+
+@pytest.fixture(scope="module")
+def grid_clip():
+    if not (GRID / f"{GRID_CLIP}.mpg").exists():
+        pytest.skip(f"GRID sample clips not found at {GRID}")
+    clips = [c for c in find_clips(GRID) if c.name == GRID_CLIP]
+    assert clips and clips[0].kind == "grid"
+    return prepare_clip(clips[0], 128)
+
+
+def test_grid_clip_against_itself_and_shifted(grid_clip):
+    c = grid_clip
+    same = evaluate_pair(c.gt_frames, c.reference, c.pcm, 16000, gt_frames=c.gt_frames, silent=c.silent,
+                         identity_stride=15)
+    assert same["frames"] == 75 and same["face_detected"] == 1.0
+    assert same["mouth_corr_gt"] == pytest.approx(1.0) and same["mouth_lag_frames"] == 0
+    assert same["identity_same"] == 1.0 and same["identity_distance_median"] < 0.4
+    assert same["landmark_jitter"] == same["gt_landmark_jitter"]
+    assert same["silent_frames"] > 10 and same["silent_closed"] == same["gt_silent_closed"]
+
+    late = evaluate_pair(shift_frames(c.gt_frames, 4), c.reference, c.pcm, 16000, gt_frames=c.gt_frames,
+                         silent=c.silent, identity=False)
+    assert late["mouth_corr_gt"] < same["mouth_corr_gt"] - 0.3
+    assert late["mouth_lag_frames"] == 4  # the lag search finds the delay
+    assert late["mouth_corr_gt_best_lag"] > 0.9
+    assert late["mouth_corr_audio"] < same["mouth_corr_audio"]
+    assert "identity_same" not in late
+
+
+def test_synthetic_clip_against_its_parameters(tmp_path):
+    phones = [Phone("sil", 0.0, 0.4), Phone("b", 0.4, 0.5), Phone("a", 0.5, 0.9), Phone("m", 0.9, 1.0),
+              Phone("a", 1.0, 1.3), Phone("sil", 1.3, 2.0)]
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=TalkerStyle(blink_interval=0))
+    clip = talker.render(buzz_speech(phones), seed=0)
+    m = evaluate_pair(list(clip.frames), clip.frames[0], clip.pcm, clip.sample_rate,
+                      gt_open=clip.params["mouth_open"], silent=clip.silent, identity_stride=10)
+    assert m["mouth_corr_gt"] > 0.85 and m["mouth_lag_frames"] == 0
+    assert m["mouth_corr_audio"] > 0.5  # the buzz is loud exactly when the mouth is open
+    assert m["silent_closed"] >= 0.9 and m["identity_same"] == 1.0
+
+    # The same clip on disk, through `livehead eval --ground-truth`.
+    data = tmp_path / "data"
+    data.mkdir()
+    write_clip(clip, data / "synth")
+    out = tmp_path / "result.json"
+    assert cli_main(["eval", "--data", str(data), "--ground-truth", "--identity-stride", "10", "--quiet",
+                     "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["clips"]
+    assert row["kind"] == "synthetic" and row["mouth_corr_gt"] > 0.85
+    assert set(result["summary"]["pass"]) == set(CRITERIA)
+    assert result["thresholds"]["mouth_closed"] == MOUTH_CLOSED
+
+
+def test_model_path_end_to_end(tmp_path):
+    """`livehead eval` on a short clip with the tiny preset: runs the model and reports every metric."""
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=TalkerStyle(blink_interval=0))
+    clip = talker.render(buzz_speech([Phone("sil", 0.0, 0.1), Phone("a", 0.1, 0.3), Phone("sil", 0.3, 0.4)]))
+    write_clip(clip, tmp_path / "short")
+    out = tmp_path / "r.json"
+    assert cli_main(["eval", "--data", str(tmp_path), "--steps", "1", "--identity-stride", "5", "--quiet",
+                     "--out", str(out)]) == 0  # 10 frames: one streaming clip, one denoiser pass
+    result = json.loads(out.read_text())
+    assert result["model"] == "tiny" and result["clips"][0]["frames"] == len(clip.frames)
+    for key in ("mouth_corr_gt", "silent_closed", "identity_same", "landmark_jitter", "face_detected"):
+        assert key in result["clips"][0]
+
+
+def test_metric_helpers():
+    sr, fps = 16000, 25
+    pcm = np.zeros(sr, np.float32)
+    pcm[sr // 4: sr // 2] = 0.5 * np.sin(np.arange(sr // 4) * 0.3)
+    env = audio_envelope(pcm, sr, 25, fps)
+    assert env.shape == (25,) and env.max() == 0.0 and env[:5].max() == -60.0
+    silent = energy_silence(env)
+    assert silent[:6].all() and not silent[7:12].any() and silent[-6:].all()
+    assert shrink(np.array([0, 1, 1, 1, 1, 1, 0], bool), 1).tolist() == [0, 0, 1, 1, 1, 0, 0]
+    assert pearson(np.ones(20), np.arange(20)) is None  # no variance
+    assert pearson(np.arange(5), np.arange(5)) is None  # too few frames
+    x = np.sin(np.arange(60) * 0.3)
+    assert best_lag(np.roll(x, 3), x)[0] == 3
+    nan_frames = np.where(np.arange(60) % 7 == 0, np.nan, x)
+    assert pearson(nan_frames, x) == pytest.approx(1.0)
+
+
+def test_bad_inputs(tmp_path, capsys):
+    with pytest.raises(InputError, match="not found"):
+        find_clips(tmp_path / "missing")
+    with pytest.raises(InputError, match="no clips"):
+        find_clips(tmp_path)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="directory of clips"):
+        find_clips(tmp_path / "notes.txt")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(InputError, match="cannot decode"):
+        read_video(tmp_path / "broken.mp4")
+    assert cli_main(["eval", "--data", str(tmp_path / "missing"), "--ground-truth"]) == 2
+    assert "livehead: error: data directory not found" in capsys.readouterr().err
+    assert cli_main(["eval", "--data", str(tmp_path), "--shift", "3"]) == 2
+    blank = np.full((128, 128, 3), 127, np.uint8)
+    with pytest.raises(InputError, match="no face found in the reference"):
+        evaluate_pair([blank] * 12, blank, np.zeros(8000, np.float32), 16000)
+
+
+def test_clip_without_a_face(tmp_path):
+    src = GRID / f"{GRID_CLIP}.mpg"
+    if not src.exists():
+        pytest.skip(f"GRID sample clips not found at {GRID}")
+    clips = find_clips(GRID)
+    assert {c.kind for c in clips} >= {"grid", "video"}
+    # A video whose first frame shows no face: a clear error naming the file.
+    from engine.media import Mp4Writer
+
+    with Mp4Writer(tmp_path / "blank.mp4", fps=25, width=64, height=64, audio=np.zeros(8000, np.float32)) as w:
+        for _ in range(12):
+            w.write(np.full((64, 64, 3), 90, np.uint8))
+    (blank,) = find_clips(tmp_path)
+    with pytest.raises(InputError, match="no face found in the first frame of .*blank.mp4"):
+        prepare_clip(blank, 128)
+    shutil.rmtree(tmp_path, ignore_errors=True)

