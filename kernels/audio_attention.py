@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from kernels.bench_io import require_cuda, save_json
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16
@@ -212,18 +213,6 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
     return rows
 
 
-def _save_json(path: str | None, name: str, dtype: str, rows: list[dict]) -> None:
-    """`--json PATH`: the table's rows with the device and versions (for benchmarks/results/)."""
-    if path:
-        import json
-
-        info = dict(kernel=name, device=torch.cuda.get_device_name(), dtype=dtype, triton=triton.__version__,
-                    torch=torch.__version__, timing="triton.testing.do_bench median, ms", rows=rows)
-        with open(path, "w") as f:
-            json.dump(info, f, indent=2)
-        print(f"saved {path}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kernels.audio_attention", description=__doc__.split("\n")[0])
     parser.add_argument("--bench", action="store_true", help="time kernel + to_out against SDPA + to_out + scale")
@@ -235,10 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.bench:
         parser.print_help()
         return
-    if not torch.cuda.is_available():
-        print("kernels.audio_attention --bench needs a CUDA GPU (none found); the kernels run on CPU only "
-              "under TRITON_INTERPRET=1 for tests", file=sys.stderr)
-        sys.exit(2)
+    require_cuda("python -m kernels.audio_attention")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     rows = bench(dtype, args.frames, args.batch)
     print(f"audio attention (+ to_out), {torch.cuda.get_device_name()}, {args.dtype}, B={args.batch} "
@@ -251,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     total_s = sum(r["sdpa_ms"] * r["count"] for r in rows)
     total_k = sum(r["kernel_ms"] * r["count"] for r in rows)
     print(f"{'step (16 blocks)':>17} {total_s:>9.3f} {total_k:>9.3f} {total_s / total_k:>7.2f}x")
-    _save_json(args.json, "audio_attention", args.dtype, rows)
+    save_json(args.json, "audio_attention", args.dtype, rows)
 
 
 if __name__ == "__main__":

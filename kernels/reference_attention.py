@@ -31,12 +31,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from kernels.bench_io import require_cuda, save_json
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16  # tl.dot needs every block dim >= 16
@@ -319,25 +320,6 @@ def bench(dtype: torch.dtype, batch: int = 1, frames: int = BENCH_FRAMES, shapes
     return rows
 
 
-def _require_cuda(name: str) -> None:
-    if not torch.cuda.is_available():
-        print(f"{name} --bench needs a CUDA GPU (none found); the kernels run on CPU only under "
-              "TRITON_INTERPRET=1 for tests", file=sys.stderr)
-        sys.exit(2)
-
-
-def _save_json(path: str | None, name: str, dtype: str, rows: list[dict]) -> None:
-    """`--json PATH`: the table's rows with the device and versions (for benchmarks/results/)."""
-    if path:
-        import json
-
-        info = dict(kernel=name, device=torch.cuda.get_device_name(), dtype=dtype, triton=triton.__version__,
-                    torch=torch.__version__, timing="triton.testing.do_bench median, ms", rows=rows)
-        with open(path, "w") as f:
-            json.dump(info, f, indent=2)
-        print(f"saved {path}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kernels.reference_attention", description=__doc__.split("\n")[0])
     parser.add_argument("--bench", action="store_true", help="time kernel vs EchoMimic's repeat+cat+project+SDPA")
@@ -349,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.bench:
         parser.print_help()
         return
-    _require_cuda("kernels.reference_attention")
+    require_cuda("python -m kernels.reference_attention")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     rows = bench(dtype, args.batch, args.frames)
     print(f"reference attention, {torch.cuda.get_device_name()}, {args.dtype}, B={args.batch} F={args.frames} "
@@ -362,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     total = {k: sum(r[k] * r["count"] for r in rows) for k in ("naive_ms", "cached_cat_ms", "kernel_ms")}
     print(f"{'step (16 blocks)':>17} {total['naive_ms']:>9.3f} {total['cached_cat_ms']:>9.3f} "
           f"{total['kernel_ms']:>9.3f} {total['naive_ms'] / total['kernel_ms']:>7.2f}x")
-    _save_json(args.json, "reference_attention", args.dtype, rows)
+    save_json(args.json, "reference_attention", args.dtype, rows)
 
 
 if __name__ == "__main__":

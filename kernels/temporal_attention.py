@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+
+from kernels.bench_io import require_cuda, save_json
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16
@@ -235,18 +236,6 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
     return rows
 
 
-def _save_json(path: str | None, name: str, dtype: str, rows: list[dict]) -> None:
-    """`--json PATH`: the table's rows with the device and versions (for benchmarks/results/)."""
-    if path:
-        import json
-
-        info = dict(kernel=name, device=torch.cuda.get_device_name(), dtype=dtype, triton=triton.__version__,
-                    torch=torch.__version__, timing="triton.testing.do_bench median, ms", rows=rows)
-        with open(path, "w") as f:
-            json.dump(info, f, indent=2)
-        print(f"saved {path}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kernels.temporal_attention", description=__doc__.split("\n")[0])
     parser.add_argument("--bench", action="store_true", help="time the kernel against SDPA")
@@ -258,10 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.bench:
         parser.print_help()
         return
-    if not torch.cuda.is_available():
-        print("kernels.temporal_attention --bench needs a CUDA GPU (none found); the kernels run on CPU only "
-              "under TRITON_INTERPRET=1 for tests", file=sys.stderr)
-        sys.exit(2)
+    require_cuda("python -m kernels.temporal_attention")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     print(f"temporal attention, {torch.cuda.get_device_name()}, {args.dtype}, B={args.batch} H={BENCH_HEADS}, "
           f"triton {triton.__version__}, torch {torch.__version__} (median ms; core = attention on projected "
@@ -282,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'step (21 modules)':>21} {tot['core_sdpa_ms']:>10.3f} {tot['core_kernel_ms']:>9.3f} "
               f"{tot['core_sdpa_ms'] / tot['core_kernel_ms']:>7.2f}x {'':>6} {tot['module_sdpa_ms']:>9.3f} "
               f"{tot['module_kernel_ms']:>9.3f} {tot['module_sdpa_ms'] / tot['module_kernel_ms']:>7.2f}x")
-    _save_json(args.json, "temporal_attention", args.dtype, all_rows)
+    save_json(args.json, "temporal_attention", args.dtype, all_rows)
 
 
 if __name__ == "__main__":
