@@ -506,7 +506,7 @@ def clip_loop(runner, inp, cfg, sampler):
     prefix_noise = inp["sample"][:, :, :n].flip(2)
     x = inp["sample"][:, :, n:].clamp(-1.5, 1.5)
     for t in sampler.timesteps:
-        window = torch.cat([sampler.add_noise(motion, prefix_noise, int(t)), x], dim=2)
+        window = torch.cat([sampler.add_noise(motion, prefix_noise, cfg.stream.prefix_timestep(int(t))), x], dim=2)
         v = runner.denoise(window, torch.tensor([int(t)]), tokens, face, kv)
         x = sampler.step(v[:, :, n:], int(t), x)
     return runner.decode(x[0].permute(1, 0, 2, 3))

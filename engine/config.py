@@ -120,6 +120,11 @@ class StreamConfig:
     Each clip denoises `motion_frames + clip_frames` latents: the first `motion_frames` are the last
     generated frames of the previous clip (a known prefix, re-noised to every step's level), the
     rest are new. The first clip uses the reference latent as its prefix.
+
+    `prefix_timestep_cap`: None re-noises the prefix to the step's own timestep (EchoMimic). With zero
+    terminal SNR the first step (t = 999) then sees pure noise there, so a one-step model would never
+    see its motion frames; with a cap the prefix is re-noised to min(t, cap) instead (training and
+    distillation use the same rule, `prefix_timestep`).
     """
 
     image_size: int = 512
@@ -127,6 +132,14 @@ class StreamConfig:
     clip_frames: int = 9
     motion_frames: int = 3
     max_pending_frames: int = 250  # bound of the session's frame queue (10 s at 25 fps)
+    prefix_timestep_cap: int | None = None
+
+    def prefix_timestep(self, t):
+        """Noise level of the motion prefix while denoising at timestep t (an int or a tensor of them)."""
+        cap = self.prefix_timestep_cap
+        if cap is None:
+            return t
+        return t.clamp(max=cap) if hasattr(t, "clamp") else min(t, cap)
 
     @property
     def window_frames(self) -> int:
@@ -179,7 +192,8 @@ PRESETS: dict[str, ModelConfig] = {
         audio=AudioConfig(window_seconds=2.0, pad_to_ctx=False),
         face_locator=FaceLocatorConfig(block_out_channels=(4, 8, 16, 32)),
         sampler=SamplerConfig(steps=1, guidance_scale=1.0),
-        stream=StreamConfig(image_size=128, fps=25, clip_frames=10, motion_frames=2),
+        # one step at t = 999: the motion prefix enters mostly clean (ᾱ(200) ≈ 0.66), not as pure noise
+        stream=StreamConfig(image_size=128, fps=25, clip_frames=10, motion_frames=2, prefix_timestep_cap=200),
         seeded_weights=True,
     ),
     "echomimic-v1": _ECHOMIMIC_V1,

@@ -99,7 +99,7 @@ def distill_loss(student: AvatarModel, teacher: AvatarModel, batch: dict[str, to
     td, t_mid_d = dev(t), dev(t_mid)
 
     def prefix_at(tt: torch.Tensor) -> torch.Tensor:  # the session's fixed-noise re-noised prefix
-        ab = alpha_bar(alphas, tt).to(device)
+        ab = alpha_bar(alphas, cfg.stream.prefix_timestep(tt)).to(device)
         return ab.sqrt() * prefix0 + (1 - ab).sqrt() * prefix_noise
 
     ab_t = alpha_bar(alphas, t).to(device)

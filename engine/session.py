@@ -102,7 +102,8 @@ def denoise_jobs(runners: Runners, jobs: list[ClipJob]) -> torch.Tensor:
     prefix_noise = torch.cat([j.prefix_noise for j in jobs])
     x = torch.cat([j.noise for j in jobs])
     for t in sampler.timesteps:
-        window = torch.cat([sampler.add_noise(motion, prefix_noise, int(t)), x], dim=2)
+        level = cfg.stream.prefix_timestep(int(t))
+        window = torch.cat([sampler.add_noise(motion, prefix_noise, level), x], dim=2)
         v = guided_denoise(runners, window, int(t), tokens, face, kv, cfg.sampler.guidance_scale)
         x = sampler.step(v[:, :, n:], int(t), x)
     return x

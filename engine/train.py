@@ -19,7 +19,8 @@ Stages (EMO's training recipe, with EchoMimic's conditioning):
   zero init), so switching them on in stage 2 starts from the stage-1 image model exactly.
 - stage 2, video: windows of `motion_frames + clip_frames` consecutive frames with their audio tokens.
   The motion prefix enters the denoiser exactly as `Session` feeds it: noised to the same timestep as
-  the new frames (a known prefix re-noised with fixed noise at every sampling step), and with
+  the new frames, or to min(t, `prefix_timestep_cap`) where the preset sets one (`tiny`: a one-step
+  model would otherwise only ever see a pure-noise prefix), and with
   probability `first_clip_prob` it is the reference latent repeated with frame 0's tokens (the
   session's first clip). The loss covers the new frames only (the session discards the prefix
   output). Motion modules and audio layers learn (`--train-spatial`: everything but VAE and audio).
@@ -282,6 +283,9 @@ def diffusion_loss(model: AvatarModel, batch: dict[str, torch.Tensor], stage: st
 
     ab = alpha_bar(alphas, t)
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # the prefix too: re-noised to t, as the session does
+    if n and cfg.stream.prefix_timestep_cap is not None:  # ... or to min(t, cap)
+        ab_p = alpha_bar(alphas, cfg.stream.prefix_timestep(t))
+        xt[:, :, :n] = ab_p.sqrt() * x0[:, :, :n] + (1 - ab_p).sqrt() * noise[:, :, :n]
     target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
     if stage == "stage1":
         tokens = torch.zeros(b, w, cfg.audio.tokens_per_frame, cfg.unet.audio_dim)

@@ -288,3 +288,39 @@ def test_skip_to_jumps_ahead_only_when_idle(runners, avatar):
     s.flush()
     assert s.skip_to(9) == 0  # the stream has ended: its tail is generated in full
     del job
+
+
+@pytest.mark.parametrize("cap", [None, 200])
+def test_one_step_sees_its_motion_frames_only_with_a_prefix_cap(runners, avatar, cap):
+    """At one step (t = 999, zero terminal SNR) a prefix re-noised to t is pure noise: the next clip cannot
+    depend on the motion frames. With `prefix_timestep_cap` it is re-noised to min(t, cap) and does."""
+    from dataclasses import replace
+
+    from engine.session import denoise_jobs
+
+    capped = CountingRunners(runners.model)
+    capped.cfg = replace(FAST_TINY, stream=replace(FAST_TINY.stream, prefix_timestep_cap=cap))
+    assert capped.cfg.sampler.steps == 1
+    outputs = []
+    for shift in (0.0, 1.0):
+        s = Session(capped, avatar, seed=5)
+        s.push_audio(speech_like(2.0, seed=5), SR)
+        job = s.prepare_clip()
+        latents = denoise_jobs(capped, [job])
+        s.commit_clip(job, latents + shift)  # other motion frames for clip 1
+        outputs.append(denoise_jobs(capped, [s.prepare_clip()]))
+    if cap is None:
+        torch.testing.assert_close(outputs[0], outputs[1])
+    else:
+        assert (outputs[0] - outputs[1]).abs().max() > 1e-3
+
+
+def test_prefix_timestep_rule():
+    from engine.config import StreamConfig
+
+    assert StreamConfig().prefix_timestep(999) == 999
+    capped = StreamConfig(prefix_timestep_cap=200)
+    assert capped.prefix_timestep(999) == 200 and capped.prefix_timestep(150) == 150
+    assert capped.prefix_timestep(torch.tensor([999, 150, 200])).tolist() == [200, 150, 200]
+    assert ModelConfig.from_name("tiny").stream.prefix_timestep_cap == 200
+    assert ModelConfig.from_name("echomimic-v1-acc").stream.prefix_timestep_cap is None  # EchoMimic's rule
