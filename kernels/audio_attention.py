@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from kernels.bench_io import require_cuda, save_json
+from kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16
@@ -55,16 +56,6 @@ def _prune(configs, named_args, **kwargs):
     d_pad = {**named_args, **kwargs}["D_PAD"]
     keep = [c for c in configs if c.kwargs["BLOCK_M"] * d_pad // (32 * c.num_warps) <= 128]
     return keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"])]
-
-
-@triton.jit
-def _dot(a, b, IEEE: tl.constexpr):
-    """a @ b with fp32 accumulation; exact fp32 products ("ieee", not TF32) for fp32 inputs."""
-    if IEEE:
-        out = tl.dot(a, b, input_precision="ieee")
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit

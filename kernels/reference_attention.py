@@ -38,6 +38,7 @@ import triton
 import triton.language as tl
 
 from kernels.bench_io import require_cuda, save_json
+from kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16  # tl.dot needs every block dim >= 16
@@ -74,16 +75,6 @@ def _prune(configs, named_args, **kwargs):
         if smem <= 192 * 1024 and acc_regs <= 128:
             keep.append(c)
     return keep or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
-
-
-@triton.jit
-def _dot(a, b, IEEE: tl.constexpr):
-    """a @ b with fp32 accumulation; exact fp32 products ("ieee", not TF32) for fp32 inputs."""
-    if IEEE:
-        out = tl.dot(a, b, input_precision="ieee")
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from kernels.bench_io import require_cuda, save_json
+from kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16
@@ -54,16 +55,6 @@ def _prune(configs, named_args, **kwargs):
     frames, d_pad, elt = args["FRAMES"], args["D_PAD"], args["Q"].element_size()
     keep = [c for c in configs if c.kwargs["BLOCK_M"] >= frames and c.kwargs["BLOCK_M"] * d_pad * elt <= 128 * 128 * 2]
     return keep or [max(configs, key=lambda c: c.kwargs["BLOCK_M"])]
-
-
-@triton.jit
-def _dot(a, b, IEEE: tl.constexpr):
-    """a @ b with fp32 accumulation; exact fp32 products ("ieee", not TF32) for fp32 inputs."""
-    if IEEE:
-        out = tl.dot(a, b, input_precision="ieee")
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit
