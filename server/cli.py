@@ -152,7 +152,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
                          crop=not args.no_crop, progress=not args.quiet, schedule=args.schedule)
     print(f"wrote {out}: {report.frames} frames at {cfg.stream.fps} fps for {report.audio_seconds:.2f} s of audio "
           f"({report.fps:.1f} frames/s on {device} with {args.backend}, preset {cfg.name}, "
-          f"{cfg.sampler.steps} steps)")
+          f"{cfg.sampler.steps} step{'s' if cfg.sampler.steps != 1 else ''})")
     return 0
 
 
