@@ -25,7 +25,6 @@ followed by the separate scale (what the engine does on the sdpa path).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.bench_io import require_cuda, save_json
+from kernels.bench_io import bench_parser, parse_bench_args, save_json
 from kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
@@ -205,18 +204,12 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kernels.audio_attention", description=__doc__.split("\n")[0])
-    parser.add_argument("--bench", action="store_true", help="time kernel + to_out against SDPA + to_out + scale")
-    parser.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
+    parser = bench_parser("python -m kernels.audio_attention", __doc__, "time kernel + to_out against SDPA + to_out + scale")
     parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--json", metavar="PATH", help="also save the rows, device and versions as JSON")
-    args = parser.parse_args(argv)
-    if not args.bench:
-        parser.print_help()
+    parsed = parse_bench_args(parser, argv)
+    if parsed is None:
         return
-    require_cuda("python -m kernels.audio_attention")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    args, dtype = parsed
     rows = bench(dtype, args.frames, args.batch)
     print(f"audio attention (+ to_out), {torch.cuda.get_device_name()}, {args.dtype}, B={args.batch} "
           f"F={args.frames} H={BENCH_HEADS} Ta={BENCH_AUDIO_TOKENS}, triton {triton.__version__}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -27,3 +28,23 @@ def save_json(path: str | None, name: str, dtype: str, rows: list[dict]) -> None
     with open(path, "w") as f:
         json.dump(info, f, indent=2)
     print(f"saved {path}")
+
+
+def bench_parser(prog: str, doc: str, bench_help: str) -> argparse.ArgumentParser:
+    """The options every `--bench` entry takes: --bench, --dtype, --batch, --json."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--bench", action="store_true", help=bench_help)
+    parser.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--json", metavar="PATH", help="also save the rows, device and versions as JSON")
+    return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """(args, torch dtype) to benchmark with, or None after printing help (no --bench); exits without CUDA."""
+    args = parser.parse_args(argv)
+    if not args.bench:
+        parser.print_help()
+        return None
+    require_cuda(parser.prog)
+    return args, {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]

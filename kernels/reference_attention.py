@@ -28,7 +28,6 @@ concatenated to the frame's tokens, projected by to_k / to_v on every call, then
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.bench_io import require_cuda, save_json
+from kernels.bench_io import bench_parser, parse_bench_args, save_json
 from kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
@@ -312,18 +311,12 @@ def bench(dtype: torch.dtype, batch: int = 1, frames: int = BENCH_FRAMES, shapes
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m kernels.reference_attention", description=__doc__.split("\n")[0])
-    parser.add_argument("--bench", action="store_true", help="time kernel vs EchoMimic's repeat+cat+project+SDPA")
-    parser.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
-    parser.add_argument("--batch", type=int, default=1)
+    parser = bench_parser("python -m kernels.reference_attention", __doc__, "time kernel vs EchoMimic's repeat+cat+project+SDPA")
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES)
-    parser.add_argument("--json", metavar="PATH", help="also save the rows, device and versions as JSON")
-    args = parser.parse_args(argv)
-    if not args.bench:
-        parser.print_help()
+    parsed = parse_bench_args(parser, argv)
+    if parsed is None:
         return
-    require_cuda("python -m kernels.reference_attention")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    args, dtype = parsed
     rows = bench(dtype, args.batch, args.frames)
     print(f"reference attention, {torch.cuda.get_device_name()}, {args.dtype}, B={args.batch} F={args.frames} "
           f"H={BENCH_HEADS}, triton {triton.__version__}, torch {torch.__version__} (median ms)")
