@@ -206,10 +206,7 @@ class GenerationWorker:
                         if job.session.commit_clip(job, latents[i:i + 1])]
             except Exception:
                 log.exception("generation failed for a batch of %d clips; those sessions restart from idle", len(jobs))
-                for job in jobs:
-                    with job.session.lock:
-                        job.session.in_flight = False
-                self._fail(jobs)
+                self._fail(jobs)  # the listeners clear their sessions: that also ends the clips in flight
                 continue
             self.busy_s += time.perf_counter() - t
             while not self._stop.is_set():
