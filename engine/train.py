@@ -101,6 +101,8 @@ class TrainOptions:
     uncond_dropout: float = 0.05  # share of each batch on CFG's unconditional branch (no audio, face, reference)
     first_clip_prob: float = 0.1  # stage 2: the window is the session's first clip
     reference_frame_prob: float = 0.5  # the reference is a random frame of the clip, else the clip's reference
+    t_min: int = 0  # diffusion timesteps are drawn uniformly from [t_min, t_max]
+    t_max: int = 999  # (t_min = t_max = 999: one-step regression, the CPU recipe below)
     train_spatial: bool = False  # stage 2: also train the spatial layers, ReferenceNet and face locator
     mix: tuple[float, ...] | None = None  # share of each --data folder
     precision: str = "fp32"  # "fp32" (TF32 matmuls on CUDA) or "bf16" (autocast on CUDA)
@@ -121,6 +123,9 @@ class TrainOptions:
             raise InputError(f"--ema must be in [0, 1) (0 = off), got {self.ema}")
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0 <= self.t_min <= self.t_max <= 999:
+            raise InputError(f"--t-min and --t-max must satisfy 0 <= t-min <= t-max <= 999, got {self.t_min} "
+                             f"and {self.t_max}")
         for name in ("audio_dropout", "uncond_dropout", "first_clip_prob", "reference_frame_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a probability, got {getattr(self, name)}")
@@ -143,11 +148,18 @@ def zero_init_new_layers(model: AvatarModel) -> None:
 
 
 def load_whisper(model: AvatarModel, path: str | Path) -> None:
-    """Load Whisper-tiny encoder weights (`whisper_tiny.pt`, OpenAI's `tiny.pt` or `.safetensors`)."""
+    """Load Whisper-tiny encoder weights: `whisper_tiny.pt`, OpenAI's `tiny.pt`, a `.safetensors` of
+    `encoder.*` tensors, or a CTranslate2 Whisper `model.bin` (`engine.whisper_ct2`)."""
+    from engine.whisper_ct2 import is_ct2_model, read_whisper_encoder
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"Whisper weights file not found: {path}")
-    raw = {k[len("encoder."):]: v for k, v in read_state_dict(path).items() if k.startswith("encoder.")}
+    if is_ct2_model(path):
+        state = {k: torch.from_numpy(v) for k, v in read_whisper_encoder(path, model.cfg.audio.n_layer).items()}
+    else:
+        state = read_state_dict(path)
+    raw = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     expected = {k: list(v.shape) for k, v in model.audio_encoder.state_dict().items()}
     check_state_dict(raw, expected, path)
     model.audio_encoder.load_state_dict({k: v.float() for k, v in raw.items()})
@@ -276,7 +288,8 @@ def diffusion_loss(model: AvatarModel, batch: dict[str, torch.Tensor], stage: st
     x0 = batch["latents"]
     b, _, w = x0.shape[:3]
     n = cfg.stream.motion_frames if stage == "stage2" else 0
-    t = torch.randint(0, cfg.sampler.num_train_timesteps, (b,), generator=gen)
+    t_max = min(opts.t_max, cfg.sampler.num_train_timesteps - 1)
+    t = torch.randint(min(opts.t_min, t_max), t_max + 1, (b,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     audio_off = (torch.rand(b, generator=gen) < opts.audio_dropout) | (stage == "stage1")
     n_uncond = uncond_count(opts.uncond_dropout, b, gen)

@@ -17,6 +17,7 @@ import torch
 from engine.config import (AudioConfig, FaceLocatorConfig, ModelConfig, SamplerConfig, StreamConfig, UNetConfig,
                            VAEConfig)
 from engine.distill import ddim_to, distill, rounds
+from engine.errors import InputError
 from engine.model import TorchRunners, load_model
 from engine.sampler import DDIMSampler
 from engine.session import Session, prepare_avatar
@@ -175,6 +176,25 @@ def test_a_few_steps_overfit_a_fixed_batch(cfg, cache, stage):
     assert losses[-1] < 0.8 * losses[0], losses
     if stage == "stage1":  # motion modules and audio attention stay frozen (and at their zero init)
         assert not any(".motion_modules." in k or ".attn2." in k for k in params)
+
+
+def test_timestep_range_draws_only_inside_it(cfg, cache):
+    """--t-min/--t-max: t = 999 only is the one-step regression recipe (target = -x0 under zero SNR)."""
+    model, data = cache
+    batch = WindowSampler(data, cfg.stream.motion_frames, cfg.stream.clip_frames).sample(
+        3, torch.Generator().manual_seed(0))
+    alphas = alphas_cumprod(cfg)
+    for lo, hi in ((999, 999), (400, 600)):
+        for seed in range(4):
+            _, stats = diffusion_loss(model, batch, "stage2", _opts(t_min=lo, t_max=hi), alphas,
+                                      torch.Generator().manual_seed(seed), torch.device("cpu"))
+            assert lo <= stats["t_mean"] <= hi
+    _, stats = diffusion_loss(model, batch, "stage2", _opts(), alphas, torch.Generator().manual_seed(0),
+                              torch.device("cpu"))
+    assert stats["t_mean"] < 999  # the default range is the whole schedule
+    for bad in (dict(t_min=10, t_max=5), dict(t_max=1000), dict(t_min=-1)):
+        with pytest.raises(InputError, match="--t-min and --t-max"):
+            _opts(**bad).check()
 
 
 def test_resume_continues_exactly(cfg, data_dir, tmp_path):
