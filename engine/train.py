@@ -109,6 +109,7 @@ class TrainOptions:
     # vae
     kl_weight: float = 1e-5
     perceptual_weight: float = 0.5
+    decoder_only: bool = False  # vae: train post_quant_conv + decoder only; the latent space (and caches) stay
     # distill
     from_steps: int = 8
     to_steps: int = 1
@@ -183,13 +184,14 @@ def _is_audio(name: str) -> bool:
     return ".transformer_blocks.0.attn2." in name or ".transformer_blocks.0.norm2." in name
 
 
-def trainable_parameters(model: AvatarModel, stage: str, train_spatial: bool = False) -> dict[str, nn.Parameter]:
+def trainable_parameters(model: AvatarModel, stage: str, train_spatial: bool = False,
+                         decoder_only: bool = False) -> dict[str, nn.Parameter]:
     """Parameters a stage trains, by their `model.named_parameters()` name."""
     out = {}
     for name, p in model.named_parameters():
         part = name.split(".", 1)[0]
         if stage == "vae":
-            keep = part == "vae"
+            keep = part == "vae" and (not decoder_only or name.startswith(("vae.decoder.", "vae.post_quant_conv.")))
         elif part not in ("reference_net", "denoiser", "face_locator"):
             keep = False
         elif stage == "stage1":

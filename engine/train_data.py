@@ -361,16 +361,21 @@ def gather_tokens(stack: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------- latent cache
 
 
+VAE_ENCODER_PARTS = ("encoder.", "quant_conv.")  # what `encode_mean` reads
+
+
 def cache_fingerprint(model, cfg: ModelConfig) -> str:
-    """sha256 of what the cached values depend on: VAE and audio encoder weights, shapes and windowing."""
+    """sha256 of what the cached values depend on: the VAE encoder's and audio encoder's weights, shapes and
+    windowing. The VAE decoder is left out: fine-tuning it (`livehead train vae --decoder-only`) keeps a cache."""
     h = hashlib.sha256()
     doc = {"format": CACHE_FORMAT, "vae": asdict(cfg.vae), "audio": asdict(cfg.audio),
            "stream": {k: v for k, v in asdict(cfg.stream).items() if k != "max_pending_frames"}}
     h.update(json.dumps(doc, sort_keys=True).encode())
-    for part in (model.vae, model.audio_encoder):
-        for k, v in sorted(part.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    encoder = {f"vae.{k}": v for k, v in model.vae.state_dict().items() if k.startswith(VAE_ENCODER_PARTS)}
+    audio = {f"audio.{k}": v for k, v in model.audio_encoder.state_dict().items()}
+    for k, v in sorted({**encoder, **audio}.items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

@@ -1,6 +1,7 @@
 """Training the preset's VAE (`cfg.vae`, SD AutoencoderKL layout) on face crops.
 
     livehead train vae --data DIR --out runs/vae [--steps N --batch B --kl-weight 1e-5 --perceptual-weight 0.5]
+    livehead train vae --data DIR --out runs/vae_ft --init runs/vae/weights --decoder-only   # sharpen the decoder
 
 Loss per batch of random frames (horizontally flipped half the time): L1 of the reconstruction from a
 posterior sample, + `kl_weight` × the per-element KL to N(0, 1), + `perceptual_weight` × a dependency-free
@@ -12,6 +13,11 @@ The diffusion model expects latents of roughly unit spread after the fixed SD sc
 re-parametrised once (`calibrate_latent_scale`): the posterior mean rows of `quant_conv` are multiplied
 by c and `post_quant_conv`'s input by 1/c, with c chosen so that `encode_mean` has standard deviation 1.
 decode(encode(x)) is unchanged; the checkpoint keeps the uncalibrated weights so resuming is exact.
+
+`--decoder-only` trains `post_quant_conv` and the decoder of an `--init` VAE with its encoder frozen (what
+sd-vae-ft-mse did to SD's VAE): the latents do not change, so a diffusion model trained on them, and the
+latent cache (`engine.train_data.cache_fingerprint` hashes only the encoder), stay valid while the
+decoder gets sharper. No re-calibration then.
 """
 
 from __future__ import annotations
@@ -95,7 +101,9 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
     model = build_model(cfg, init, whisper, opts.seed).to(device)
     device, bf16 = setup_device(device, opts)
     meta = {"stage": "vae", "config": config_doc(cfg), "options": asdict(opts), "init": str(init)}
-    trainer = Trainer(model, trainable_parameters(model, "vae"), opts, out, meta)
+    if opts.decoder_only and init is None:
+        raise InputError("--decoder-only fine-tunes the decoder of a trained VAE: pass --init WEIGHTS_DIR")
+    trainer = Trainer(model, trainable_parameters(model, "vae", decoder_only=opts.decoder_only), opts, out, meta)
     trainer.start(resume)
     model.train()
 
@@ -109,11 +117,12 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
     state = trainer.export_state()
     vae = AutoencoderKL(cfg.vae).to(device)
     vae.load_state_dict({k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")})
-    images = frames.sample(CALIBRATION_FRAMES, torch.Generator().manual_seed(opts.seed + 1)).to(device)
-    std = calibrate_latent_scale(vae.eval(), images)
-    state.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
-    written = export_weights(cfg, state, out / WEIGHTS_DIR,
-                             info={"stage": "vae", "step": trainer.step, "latent_std_before_calibration": std})
+    info = {"stage": "vae", "step": trainer.step, "decoder_only": opts.decoder_only}
+    if not opts.decoder_only:  # a decoder fine-tune keeps the init's (calibrated) latent space as it is
+        images = frames.sample(CALIBRATION_FRAMES, torch.Generator().manual_seed(opts.seed + 1)).to(device)
+        info["latent_std_before_calibration"] = calibrate_latent_scale(vae.eval(), images)
+        state.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
+    written = export_weights(cfg, state, out / WEIGHTS_DIR, info=info)
     if cfg.name == "tiny" and weights_bytes(written) > MAX_WEIGHTS_BYTES:
         raise InputError(f"exported weights exceed {MAX_WEIGHTS_BYTES / 1e6:.0f} MB")
     return out / WEIGHTS_DIR

@@ -391,6 +391,8 @@ def add_train_parser(sub) -> None:
                        ("from-steps", int), ("to-steps", int), ("teacher-guidance", float)):
         t.add_argument(f"--{flag}", type=kind, default=None)
     t.add_argument("--train-spatial", action="store_true", help="stage2: also train the spatial layers")
+    t.add_argument("--decoder-only", action="store_true",
+                   help="vae: fine-tune only the decoder of --init's VAE (latents and latent caches stay valid)")
     t.add_argument("--precision", default=None, help="fp32 (default; TF32 on CUDA) or bf16 (autocast on CUDA)")
 
 
@@ -420,7 +422,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stage == "vae":
         print(f"wrote {weights} (vae); next: livehead train stage1 --init {weights} ...")
         return 0
-    steps = opts.to_steps if args.stage == "distill" else opts.from_steps  # the teacher samples with more steps
+    if args.stage == "distill":
+        steps = opts.to_steps
+    elif opts.t_min == opts.t_max == cfg.sampler.num_train_timesteps - 1:
+        steps = 1  # trained at t = 999 only: a one-step model
+    else:
+        steps = opts.from_steps  # the teacher samples with more steps
     print(f"wrote {weights} ({args.stage}); try it: livehead animate --preset {cfg.name} --weights {weights} "
           f"--steps {steps}")
     return 0

@@ -23,8 +23,8 @@ from engine.sampler import DDIMSampler
 from engine.session import Session, prepare_avatar
 from engine.train import (TrainOptions, alpha_bar, alphas_cumprod, build_model, diffusion_loss, export_weights,
                           train_stage, trainable_parameters)
-from engine.train_data import (Clip, LatentDataset, WindowSampler, build_latent_cache, clip_from_video, load_clip,
-                               save_clip)
+from engine.train_data import (Clip, LatentDataset, WindowSampler, build_latent_cache, cache_fingerprint,
+                               clip_from_video, load_clip, save_clip)
 from engine.train_vae import calibrate_latent_scale, train_vae, vae_loss
 from server.cli import main
 
@@ -240,6 +240,26 @@ def test_vae_overfits_and_calibration_keeps_decoding(cfg, data_dir, tmp_path):
     info = json.loads((weights / "livehead.json").read_text())
     assert info["stage"] == "vae" and info["step"] == 2
     assert load_model(cfg, weights_dir=weights) is not None
+
+
+def test_vae_decoder_only_keeps_the_latent_space_and_the_cache(cfg, data_dir, tmp_path):
+    first = train_vae(cfg, [data_dir], tmp_path / "vae", _opts(steps=2), cache=tmp_path / "cache")
+    with pytest.raises(InputError, match="--init"):
+        train_vae(cfg, [data_dir], tmp_path / "bad", _opts(steps=2, decoder_only=True), cache=tmp_path / "cache")
+    tuned = train_vae(cfg, [data_dir], tmp_path / "ft", _opts(steps=3, decoder_only=True, lr=1e-2),
+                      init=first, cache=tmp_path / "cache")
+    a, b = load_model(cfg, weights_dir=first), load_model(cfg, weights_dir=tuned)
+    sa, sb = a.vae.state_dict(), b.vae.state_dict()
+    for k in sa:
+        if k.startswith(("encoder.", "quant_conv.")):
+            torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)  # not re-calibrated either
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("decoder."))
+    assert cache_fingerprint(a, cfg) == cache_fingerprint(b, cfg)
+    info = json.loads((tuned / "livehead.json").read_text())
+    assert info["decoder_only"] and "latent_std_before_calibration" not in info
+    with torch.no_grad():
+        b.vae.encoder.conv_in.weight.add_(1e-3)  # the encoder is what the cache depends on
+    assert cache_fingerprint(a, cfg) != cache_fingerprint(b, cfg)
 
 
 # -------------------------------------------------------------------------------------- distill
