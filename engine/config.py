@@ -156,7 +156,10 @@ class ModelConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     weights_variant: str = ""  # "" or "_acc": suffix of the EchoMimic denoiser / motion-module files
-    seeded_weights: bool = False  # True: no trained weights exist; modules are built from a fixed seed
+    seeded_weights: bool = False  # True: without weights the modules are built from a fixed seed
+    # Trained weights shipped inside the `engine` package (a folder relative to it); used when no
+    # --weights is given and the folder holds a livehead.json. "" = none shipped.
+    bundled_weights: str = ""
 
     @property
     def latent_size(self) -> int:
@@ -195,6 +198,7 @@ PRESETS: dict[str, ModelConfig] = {
         # one step at t = 999: the motion prefix enters mostly clean (ᾱ(200) ≈ 0.66), not as pure noise
         stream=StreamConfig(image_size=128, fps=25, clip_frames=10, motion_frames=2, prefix_timestep_cap=200),
         seeded_weights=True,
+        bundled_weights="assets/tiny",
     ),
     "echomimic-v1": _ECHOMIMIC_V1,
     "echomimic-v1-acc": replace(

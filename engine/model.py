@@ -1,6 +1,7 @@
 """The model bundle of a preset and its torch runner.
 
-    model = load_model(ModelConfig.from_name("tiny"))                    # seeded (untrained) tiny
+    model = load_model(ModelConfig.from_name("tiny"))                    # the shipped tiny weights
+    model = load_model(ModelConfig.from_name("tiny"), weights_dir=SEEDED)  # seed-fixed random tiny
     model = load_model(cfg, weights_dir="weights/echomimic", device="cuda", dtype=torch.float16)
     runners = TorchRunners(model)
 
@@ -27,6 +28,62 @@ from engine.weights import load_weights, manifest
 
 # Fixed seeds of the untrained presets' modules (deterministic "seeded weights").
 COMPONENT_SEEDS = {"reference_net": 1, "denoiser": 2, "face_locator": 3, "audio_encoder": 4, "vae": 5}
+SEEDED = "seeded"  # --weights seeded: the seed-fixed random model, even where trained weights ship
+BUNDLED_MARKER = "livehead.json"
+
+
+def bundled_weights_dir(cfg: ModelConfig) -> Path | None:
+    """The preset's weights shipped inside the package, or None when it ships none."""
+    if not cfg.bundled_weights:
+        return None
+    path = Path(__file__).parent / cfg.bundled_weights
+    return path if (path / BUNDLED_MARKER).is_file() else None
+
+
+def resolve_weights(cfg: ModelConfig, weights_dir: str | Path | None) -> Path | None:
+    """Where a preset's weights come from: `weights_dir`, else the shipped ones; None = seeded."""
+    if weights_dir is not None and str(weights_dir) == SEEDED:
+        if not cfg.seeded_weights:
+            raise InputError(f"preset {cfg.name} has no seeded weights; pass --weights DIR")
+        return None
+    if weights_dir is not None:
+        return Path(weights_dir)
+    bundled = bundled_weights_dir(cfg)
+    if bundled is not None or cfg.seeded_weights:
+        return bundled
+    raise InputError(f"preset {cfg.name} needs its weights: pass --weights DIR "
+                     f"(EchoMimic v1 release layout; see the README)")
+
+
+def weights_label(cfg: ModelConfig, weights_dir: str | Path | None) -> str:
+    """"seeded", "bundled" or the folder given: what a report says it ran."""
+    path = resolve_weights(cfg, weights_dir)
+    if path is None:
+        return SEEDED
+    return "bundled" if weights_dir is None else str(path)
+
+
+def seeded_note(cfg: ModelConfig, weights_dir: str | Path | None) -> str | None:
+    """The note front ends print when the run uses the seed-fixed random model, else None."""
+    if resolve_weights(cfg, weights_dir) is not None:
+        return None
+    return (f"livehead: note: preset {cfg.name} runs its seeded weights (a seed-fixed random model): "
+            f"the video shows the pipeline, not a talking face")
+
+
+def weights_identity(cfg: ModelConfig, weights_dir: str | Path | None) -> str:
+    """A cheap identity of the weights a run loads (an ONNX export records it to notice stale files):
+    "seeded:PRESET", or sha256 over each file's relative path, size and modification time."""
+    import hashlib
+
+    path = resolve_weights(cfg, weights_dir)
+    if path is None:
+        return f"seeded:{cfg.name}"
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 class AvatarModel(nn.Module):
@@ -67,14 +124,11 @@ def resolve_device(name: str | None) -> torch.device:
 
 def load_model(cfg: ModelConfig, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> AvatarModel:
-    """Build the bundle and fill it: from `weights_dir` (strict), or seeded for untrained presets."""
+    """Build the bundle and fill it (strictly) from `weights_dir`, else the preset's shipped weights, else
+    seeded where the preset allows it; `weights_dir="seeded"` asks for the seeded model."""
     device = torch.device(device)
+    weights_dir = resolve_weights(cfg, weights_dir)
     if weights_dir is None:
-        if not cfg.seeded_weights:
-            raise InputError(
-                f"preset {cfg.name} needs its weights: pass --weights DIR "
-                f"(EchoMimic v1 release layout; see the README)"
-            )
         model = AvatarModel(cfg)
         for name, module in model.components().items():
             seeded_init_(module, COMPONENT_SEEDS[name])

@@ -79,8 +79,11 @@ def export_component(spec, path: Path, opset: int) -> None:
 
 def export_preset(cfg: ModelConfig, model: AvatarModel, out_dir: Path, opset: int = 17, precision: str = "fp32",
                   progress: bool = True, components: list[str] | None = None,
-                  latent_hw: tuple[int, int] | None = None) -> dict:
-    """Export (a subset of) the components; returns the manifest also written to out_dir/manifest.json."""
+                  latent_hw: tuple[int, int] | None = None, weights_id: str | None = None) -> dict:
+    """Export (a subset of) the components; returns the manifest also written to out_dir/manifest.json.
+
+    `weights_id` (`engine.model.weights_identity`) is recorded so that a later run can tell whether the
+    files still hold the weights it asks for."""
     import onnx
     from tqdm import tqdm
 
@@ -95,7 +98,7 @@ def export_preset(cfg: ModelConfig, model: AvatarModel, out_dir: Path, opset: in
     specs = [s for s in graph_specs(cfg, model.float(), latent_hw=latent_hw) if not components or s.name in components]
     model.to(dtype)
     manifest = {"preset": cfg.name, "opset": opset, "precision": precision, "torch": torch.__version__,
-                "onnx": onnx.__version__, "components": {}}
+                "onnx": onnx.__version__, "weights": weights_id, "components": {}}
     for spec in tqdm(specs, desc="export", unit="graph", disable=not progress):
         spec.inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in spec.inputs)
         path = out_dir / f"{spec.name}.onnx"

@@ -8,12 +8,13 @@ manifest yet, the preset is exported there first (seconds for `tiny`).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from engine.config import ModelConfig
 from engine.errors import InputError
-from engine.model import TorchRunners, load_model, resolve_device
+from engine.model import TorchRunners, load_model, resolve_device, weights_identity, weights_label
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -23,13 +24,29 @@ def default_export_dir(cfg: ModelConfig) -> Path:
 
 
 def ensure_exported(cfg: ModelConfig, weights: str | None, exported: Path, progress: bool = True) -> Path:
-    """Export the preset to `exported` unless a manifest for it is already there."""
+    """Export the preset to `exported` unless it already holds an export of these weights.
+
+    An export of other weights (say, the seeded model before trained weights shipped) is redone in the
+    default folder and refused in a folder the user named, which may hold work they want to keep."""
     from export.onnx_export import MANIFEST, export_preset
 
-    if (exported / MANIFEST).is_file():
-        return exported
-    print(f"livehead: note: exporting preset {cfg.name} to ONNX in {exported} (once)", file=sys.stderr)
-    export_preset(cfg, load_model(cfg, weights), exported, progress=progress)
+    wanted = weights_identity(cfg, weights)
+    path = exported / MANIFEST
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text()).get("weights")
+        except (json.JSONDecodeError, AttributeError):
+            found = "unreadable"
+        if found == wanted:
+            return exported
+        if exported != default_export_dir(cfg):
+            raise InputError(f"{exported} holds an ONNX export of other weights than those asked for "
+                             f"({weights_label(cfg, weights)}); re-export it with `livehead export --out {exported}"
+                             f"{'' if weights is None else ' --weights ' + str(weights)}` or choose another --exported")
+        print(f"livehead: note: {exported} was exported from other weights; exporting again", file=sys.stderr)
+    else:
+        print(f"livehead: note: exporting preset {cfg.name} to ONNX in {exported} (once)", file=sys.stderr)
+    export_preset(cfg, load_model(cfg, weights), exported, progress=progress, weights_id=wanted)
     return exported
 
 

@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--audio", default=str(DEFAULT_AUDIO), help="speech or song, any container (default: bundled clip)")
     a.add_argument("--out", default="livehead-demo.mp4", help="output mp4 (H.264 + AAC, 25 fps)")
     a.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
-    a.add_argument("--weights", default=None, help="weights directory (required for the echomimic presets)")
+    a.add_argument("--weights", default=None,
+                   help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
+                        "or 'seeded' for the seed-fixed random model)")
     a.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -130,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
-    from engine.model import resolve_device
+    from engine.model import resolve_device, seeded_note
     from engine.render import render_file
     from server.backends import make_runners
 
@@ -144,10 +146,9 @@ def cmd_animate(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise_input(f"output directory does not exist: {out.parent}; create it or choose another --out")
     runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=not args.quiet)
-    if cfg.seeded_weights and args.weights is None:
-        print(f"livehead: note: preset {cfg.name} has no trained weights yet; running deterministic seeded "
-              f"weights (seed-fixed random model): the video shows the pipeline, not a talking face",
-              file=sys.stderr)
+    note = seeded_note(cfg, args.weights)
+    if note:
+        print(note, file=sys.stderr)
     report = render_file(runners, args.image, args.audio, out, seed=args.seed,
                          crop=not args.no_crop, progress=not args.quiet, schedule=args.schedule)
     print(f"wrote {out}: {report.frames} frames at {cfg.stream.fps} fps for {report.audio_seconds:.2f} s of audio "
@@ -158,14 +159,15 @@ def cmd_animate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
-    from engine.model import load_model
+    from engine.model import load_model, weights_identity
     from export.onnx_export import export_preset
     from server.backends import default_export_dir
 
     cfg = ModelConfig.from_name(args.preset)
     out = Path(args.out) if args.out else default_export_dir(cfg)
     model = load_model(cfg, args.weights)
-    manifest = export_preset(cfg, model, out, opset=args.opset, precision=args.precision, progress=not args.quiet)
+    manifest = export_preset(cfg, model, out, opset=args.opset, precision=args.precision, progress=not args.quiet,
+                             weights_id=weights_identity(cfg, args.weights))
     for name, entry in manifest["components"].items():
         print(f"{name:16s} {entry['file']:24s} {entry['bytes'] / 1e6:9.1f} MB  sha256 {entry['sha256'][:12]}")
     print(f"wrote {out / 'manifest.json'} (opset {args.opset}, {args.precision}); every graph passed onnx.checker")
@@ -235,6 +237,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
     from engine.evaluate import evaluate_clips, find_clips, generate_frames
+    from engine.model import seeded_note, weights_label
 
     cfg = ModelConfig.from_name(args.preset)
     if args.steps is not None:
@@ -258,15 +261,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from server.backends import make_runners
 
         runners = make_runners(cfg, "torch", args.weights, args.device, progress=not args.quiet)
-        if cfg.seeded_weights and args.weights is None:
-            print(f"livehead: note: preset {cfg.name} has no trained weights yet; evaluating its seeded weights",
-                  file=sys.stderr)
+        note = seeded_note(cfg, args.weights)
+        if note:
+            print(note, file=sys.stderr)
         generate = lambda clip: generate_frames(runners, clip.reference, clip.mask, clip.pcm,  # noqa: E731
                                                 seed=args.seed)
     result = evaluate_clips(clips, cfg.stream.image_size, generate, identity_stride=args.identity_stride,
                             reference=reference, shift=args.shift, progress=not args.quiet, series=args.series)
     result = {"model": "ground-truth" if args.ground_truth else cfg.name,
-              "weights": None if args.ground_truth else (args.weights or ("seeded" if cfg.seeded_weights else None)),
+              "weights": None if args.ground_truth else weights_label(cfg, args.weights),
               "data": str(args.data), "steps": cfg.sampler.steps, "seed": args.seed, **result}
     text = json.dumps(result, indent=1) + "\n"
     if args.out:

@@ -64,7 +64,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "(default: end of --audio file; Ctrl-C or closing the window for --mic)")
     p.add_argument("--input-device", default=None, help="sounddevice input device (index or name substring)")
     p.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
-    p.add_argument("--weights", default=None, help="weights directory (required for the echomimic presets)")
+    p.add_argument("--weights", default=None,
+                   help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
+                        "or 'seeded' for the seed-fixed random model)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -520,7 +522,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
     from engine.face import prepare_portrait
     from engine.media import Mp4Writer, load_audio, load_image
-    from engine.model import resolve_device
+    from engine.model import resolve_device, seeded_note
     from engine.session import Session, prepare_avatar
     from server.backends import make_runners
 
@@ -552,9 +554,9 @@ def cmd_live(args: argparse.Namespace) -> int:
     def build() -> Session:  # runs on the generator thread
         crop = prepare_portrait(image, cfg.stream.image_size, crop=not args.no_crop)
         runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=False)
-        if cfg.seeded_weights and args.weights is None:
-            print(f"livehead: note: preset {cfg.name} has no trained weights yet; running deterministic seeded "
-                  f"weights (the video shows the pipeline, not a talking face)", file=sys.stderr)
+        note = seeded_note(cfg, args.weights)
+        if note:
+            print(note, file=sys.stderr)
         avatar = prepare_avatar(runners, crop.image, crop.mask)
         _warm_up(runners, avatar, args.seed)
         return Session(runners, avatar, seed=args.seed)

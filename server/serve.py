@@ -24,7 +24,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; others need --token)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
-    p.add_argument("--weights", default=None, help="weights directory (required for the echomimic presets)")
+    p.add_argument("--weights", default=None,
+                   help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
+                        "or 'seeded' for the seed-fixed random model)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (see `livehead export`)")
     p.add_argument("--exported", default=None, help="ONNX export directory for onnxruntime/tensorrt "
@@ -78,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     from engine.config import ModelConfig
-    from engine.model import resolve_device
+    from engine.model import resolve_device, seeded_note
     from server.backends import make_runners
 
     if args.threads is not None and args.threads < 1:
@@ -100,9 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.on_startup.append(report)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if cfg.seeded_weights and args.weights is None:
-        print(f"livehead: note: preset {cfg.name} has no trained weights yet; the avatar shows the pipeline "
-              "(seeded random weights), not a talking face", file=sys.stderr)
+    note = seeded_note(cfg, args.weights)
+    if note:
+        print(note, file=sys.stderr)
     print(f"livehead serve: http://{args.host}:{args.port}/ (preset {cfg.name} on {device} with {args.backend}, "
           f"up to {args.max_sessions} sessions; warming up...)", file=sys.stderr, flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=5.0)

@@ -11,7 +11,8 @@ import torch
 from engine.config import ModelConfig
 from engine.face import prepare_portrait
 from engine.media import load_audio, load_image
-from engine.model import TorchRunners, load_model
+from engine.model import TorchRunners, load_model, weights_identity
+from engine.train import export_weights
 from export.check import component_errors, pipeline_psnr
 from export.onnx_export import export_preset, read_manifest, sha256_of
 from export.ort_runners import OrtRunners
@@ -28,7 +29,7 @@ def exported(tmp_path_factory):
     cfg = ModelConfig.from_name("tiny")
     model = load_model(cfg)
     out = tmp_path_factory.mktemp("exported")
-    manifest = export_preset(cfg, model, out, progress=False)
+    manifest = export_preset(cfg, model, out, progress=False, weights_id=weights_identity(cfg, None))
     return cfg, model, out, manifest
 
 
@@ -77,6 +78,29 @@ def test_wrong_or_missing_export_is_a_clean_error(exported, tmp_path):
         OrtRunners.from_dir(cfg, tmp_path)
     with pytest.raises(InputError, match="exported for preset tiny"):
         OrtRunners.from_dir(ModelConfig.from_name("echomimic-v1-acc"), out)
+
+
+def test_an_export_of_other_weights_is_redone_or_refused(exported, tmp_path, monkeypatch, capsys):
+    """A manifest records its weights: a named folder of other weights is refused, the default one redone."""
+    from engine.errors import InputError
+    from server.backends import default_export_dir, ensure_exported
+
+    cfg, _, out, manifest = exported
+    assert manifest["weights"] == weights_identity(cfg, None)
+    assert ensure_exported(cfg, None, out, progress=False) == out  # same weights: reused as it is
+    other = tmp_path / "other-weights"
+    export_weights(cfg, load_model(cfg).state_dict(), other)
+    with pytest.raises(InputError, match="other weights"):
+        ensure_exported(cfg, str(other), out, progress=False)
+    monkeypatch.chdir(tmp_path)
+    default = default_export_dir(cfg)
+    default.mkdir(parents=True)
+    stale = dict(manifest, weights="seeded:tiny-before")
+    (default / "manifest.json").write_text(json.dumps(stale))
+    assert ensure_exported(cfg, None, default, progress=False) == default
+    assert "exporting again" in capsys.readouterr().err
+    assert read_manifest(default)["weights"] == weights_identity(cfg, None)
+    OrtRunners.from_dir(cfg, default)  # a complete export again
 
 
 def test_animate_with_onnxruntime_backend(exported, tmp_path, capsys):
