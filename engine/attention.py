@@ -12,7 +12,8 @@ Shapes: `N` = batch·frames (every spatial op is per frame), `L` = tokens per fr
 
 Kernels: every attention type runs either through torch SDPA (`"sdpa"`, the default: any device, and
 what `export/` traces) or through the Triton kernels in `kernels/` (`"triton"`, CUDA; CPU only under
-`TRITON_INTERPRET=1`). `use_attention_kernels(model, AttentionKernels.triton())` picks them per type:
+`TRITON_INTERPRET=1`; called as the custom ops of `kernels/ops.py`, so `torch.compile` traces each as one
+node). `use_attention_kernels(model, AttentionKernels.triton())` picks them per type:
 the reference kernel streams own + cached reference K/V without `torch.cat`/`repeat_interleave`, the
 audio kernel fuses the audio scale, and the temporal kernel reads the `[B·F, L, C]` layout directly.
 """
@@ -70,15 +71,15 @@ class AttentionKernels:
 
 
 def _triton_kernels():
-    """Import `kernels/` lazily (the sdpa path and ONNX export never need triton)."""
+    """Import `kernels/`' custom ops lazily (the sdpa path and ONNX export never need triton)."""
     try:
-        from kernels import audio_attention, reference_attention, temporal_attention
+        from kernels import ops
     except ImportError as err:
         raise InputError(
             f"the 'triton' attention kernels need the triton package ({err}); install it with "
             "pip install 'livehead[gpu]' or choose the 'sdpa' attention kernels"
         ) from err
-    return reference_attention, temporal_attention, audio_attention
+    return ops
 
 
 def use_attention_kernels(module: nn.Module, kernels: AttentionKernels | str) -> nn.Module:
@@ -140,14 +141,14 @@ class Attention(nn.Module):
     def attend_reference_triton(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                 ref_k: torch.Tensor | None, ref_v: torch.Tensor | None, frames: int) -> torch.Tensor:
         """Reference attention kernel: q/k/v [B·F, L, C], ref_k/ref_v [B, Lr, C] or None → to_out [B·F, L, C]."""
-        reference_attention = _triton_kernels()[0].reference_attention
+        reference_attention = _triton_kernels().reference_attention
         refs = (None, None) if ref_k is None or ref_v is None else (self.split_heads(ref_k), self.split_heads(ref_v))
         out = reference_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v), *refs, frames)
         return self.to_out[0](self.merge_heads(out))
 
     def forward_scaled_triton(self, x: torch.Tensor, context: torch.Tensor, scale: float) -> torch.Tensor:
         """scale · forward(x, context) with the scale fused into the kernel and the bias: → [N, L, C]."""
-        audio_attention = _triton_kernels()[2].audio_attention
+        audio_attention = _triton_kernels().audio_attention
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
         out = self.merge_heads(audio_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v), scale))
         proj = self.to_out[0]
@@ -309,7 +310,7 @@ class TemporalAttention(Attention):
         Same result as regrouping to [B·L, F, C] and calling forward(): PE, projections and to_out act
         per token, and the kernel reads the [B, F, L] token layout through strides.
         """
-        temporal_attention = _triton_kernels()[1].temporal_attention
+        temporal_attention = _triton_kernels().temporal_attention
         nf, length, c = x.shape
         b, d = nf // frames, c // self.heads
         x = x.view(b, frames, length, c) + self.pos_encoder.pe[:, :frames, None, :]

@@ -234,6 +234,43 @@ def test_tiny_denoiser_triton_matches_sdpa():
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+# ---- custom ops: torch.compile traces each kernel as one node ------------------------------------
+
+
+def test_custom_ops_pass_opcheck():
+    """Schema, fake (meta) layout == the launcher's real layout, and the autograd registration rules."""
+    from kernels import ops
+
+    gen = torch.Generator().manual_seed(7)
+    r = lambda *shape: _rand(*shape, dtype=torch.float32, gen=gen)  # noqa: E731
+    n, heads, length, d = 4, 2, 24, 40
+    q, k, v = r(n, heads, length, d), r(n, heads, length, d), r(n, heads, length, d)
+    video = lambda: r(2, 3, 12, heads, d).permute(0, 2, 3, 1, 4)  # noqa: E731  [B, F, L, H, D] → [B, L, H, F, D]
+    cases = [
+        (ops.reference_attention, (q, k, v, r(2, heads, 20, d), r(2, heads, 20, d), 2)),
+        (ops.reference_attention, (q, k, v, None, None, 2)),
+        (ops.temporal_attention, (r(6, heads, 12, d), r(6, heads, 12, d), r(6, heads, 12, d))),
+        (ops.temporal_attention, (video(), video(), video())),
+        (ops.audio_attention, (q, r(n, heads, 10, d), r(n, heads, 10, d), 3.0)),
+    ]
+    tests = ("test_schema", "test_faketensor", "test_aot_dispatch_static")
+    for op, args in cases:
+        torch.library.opcheck(op, args, test_utils=tests)
+
+
+@pytest.mark.slow  # two interpreter passes of the tiny denoiser plus one trace
+def test_tiny_denoiser_triton_compiles_fullgraph():
+    """The triton path traces with fullgraph=True (no graph break into a launcher) and matches eager."""
+    den, args = _tiny_denoiser_inputs(DEVICE, torch.float32, batch=1, frames=3)
+    use_attention_kernels(den, AttentionKernels.triton())
+    torch._dynamo.reset()
+    compiled = torch.compile(den, fullgraph=True, dynamic=False, backend="aot_eager")
+    with torch.no_grad():
+        expected = den(*args)
+        got = compiled(*args)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 # ---- GPU: EchoMimic shapes, fp16 / bf16, compiled kernels with autotuning -------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -312,3 +349,28 @@ def test_gpu_tiny_denoiser_triton_matches_sdpa(dtype):
         triton_out, triton_uncond = den(*half_args), den(*half_args[:4])
     _assert_within_torch_error(triton_out, truth, sdpa_out, dtype, "tiny denoiser")
     _assert_within_torch_error(triton_uncond, truth_uncond, sdpa_uncond, dtype, "tiny denoiser, no reference")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_tiny_denoiser_triton_inductor_and_cuda_graph():
+    """The triton custom ops inside inductor (fullgraph) and replayed from a CUDA graph == eager triton."""
+    den, args = _tiny_denoiser_inputs("cuda", torch.float16, batch=2, frames=12)
+    use_attention_kernels(den, AttentionKernels.triton())
+    torch._dynamo.reset()
+    compiled = torch.compile(den, fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        expected = den(*args)
+        torch.testing.assert_close(compiled(*args), expected, atol=2e-2, rtol=2e-2)
+        static = tuple(a.clone() for a in args)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            compiled(*static)  # warm-up off the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = compiled(*static)
+        graph.replay()
+        torch.cuda.synchronize()
+    torch.testing.assert_close(out, expected, atol=2e-2, rtol=2e-2)
