@@ -387,10 +387,13 @@ class Trainer:
             raise InputError(f"checkpoint {path} is damaged ({type(err).__name__}); delete it to start over") \
                 from None
         saved = json.loads(state["meta"])
-        for key in ("stage", "config"):
-            if saved.get(key) != self.meta.get(key):
-                raise InputError(f"checkpoint {path} is from another {key} ({saved.get(key)!r} vs "
-                                 f"{self.meta.get(key)!r}); choose another --out or start over")
+        if saved.get("stage") != self.meta.get("stage"):
+            raise InputError(f"checkpoint {path} is from another stage ({saved.get('stage')!r} vs "
+                             f"{self.meta.get('stage')!r}); choose another --out or start over")
+        diff = config_difference(saved.get("config") or {}, self.meta.get("config") or {})
+        if diff:
+            raise InputError(f"checkpoint {path} is from another model config ({diff}); choose another --out "
+                             f"or start over")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
@@ -518,6 +521,27 @@ def weights_bytes(paths: list[Path]) -> int:
 
 def config_doc(cfg: ModelConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
+
+
+# Config fields that do not change what a checkpoint holds (where weights load from, queue bounds):
+# a checkpoint resumes across changes to them.
+RUNTIME_ONLY = ("seeded_weights", "bundled_weights", "stream.max_pending_frames")
+
+
+def config_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
+    """The first model-defining field where two `config_doc`s differ, as "field: saved vs current", or None."""
+    for key in sorted(set(saved) | set(current)):
+        name = prefix + key
+        if name in RUNTIME_ONLY:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = config_difference(a, b, name + ".")
+            if found:
+                return found
+        elif a != b:
+            return f"{name}: {a!r} vs {b!r}"
+    return None
 
 
 def run_dir(out: str | Path) -> Path:

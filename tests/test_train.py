@@ -217,6 +217,20 @@ def test_resume_continues_exactly(cfg, data_dir, tmp_path):
     assert load_model(cfg, weights_dir=full) is not None  # the weights folder loads strictly
 
 
+def test_resume_ignores_runtime_only_config_fields_and_names_real_changes(cfg, data_dir, tmp_path):
+    from dataclasses import replace
+
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    train_stage("stage1", cfg, [data_dir], out, _opts(steps=1), cache=cache)
+    shipped = replace(cfg, bundled_weights="assets/elsewhere", seeded_weights=not cfg.seeded_weights,
+                      stream=replace(cfg.stream, max_pending_frames=7))
+    train_stage("stage1", shipped, [data_dir], out, _opts(steps=2), cache=cache, resume=True)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 2
+    other = replace(cfg, sampler=replace(cfg.sampler, beta_end=0.02))
+    with pytest.raises(InputError, match=r"another model config \(sampler.beta_end: 0.012 vs 0.02\)"):
+        train_stage("stage1", other, [data_dir], out, _opts(steps=3), cache=cache, resume=True)
+
+
 def test_vae_overfits_and_calibration_keeps_decoding(cfg, data_dir, tmp_path):
     model = build_model(cfg)
     vae = model.vae.requires_grad_(True)
