@@ -14,13 +14,20 @@ from pathlib import Path
 
 from engine.config import ModelConfig
 from engine.errors import InputError
-from engine.model import TorchRunners, load_model, resolve_device, weights_identity, weights_label
+from engine.model import TorchRunners, load_model, resolve_device, seeded_note, weights_identity, weights_label
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def default_export_dir(cfg: ModelConfig) -> Path:
     return Path("exported") / cfg.name
+
+
+def print_seeded_note(cfg: ModelConfig, weights: str | None) -> None:
+    """Tell the user on stderr when a front end runs the seed-fixed random model (`seeded_note`)."""
+    note = seeded_note(cfg, weights)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def ensure_exported(cfg: ModelConfig, weights: str | None, exported: Path, progress: bool = True) -> Path:

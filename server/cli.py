@@ -132,9 +132,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_animate(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
-    from engine.model import resolve_device, seeded_note
+    from engine.model import resolve_device
     from engine.render import render_file
-    from server.backends import make_runners
+    from server.backends import make_runners, print_seeded_note
 
     cfg = ModelConfig.from_name(args.preset)
     if args.steps is not None:
@@ -146,9 +146,7 @@ def cmd_animate(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise_input(f"output directory does not exist: {out.parent}; create it or choose another --out")
     runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=not args.quiet)
-    note = seeded_note(cfg, args.weights)
-    if note:
-        print(note, file=sys.stderr)
+    print_seeded_note(cfg, args.weights)
     report = render_file(runners, args.image, args.audio, out, seed=args.seed,
                          crop=not args.no_crop, progress=not args.quiet, schedule=args.schedule)
     print(f"wrote {out}: {report.frames} frames at {cfg.stream.fps} fps for {report.audio_seconds:.2f} s of audio "
@@ -237,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
     from engine.evaluate import evaluate_clips, find_clips, generate_frames
-    from engine.model import seeded_note, weights_label
+    from engine.model import weights_label
 
     cfg = ModelConfig.from_name(args.preset)
     if args.steps is not None:
@@ -258,12 +256,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         clips = clips[: max(0, args.limit)]
     generate = None  # --ground-truth: score the clips' own videos
     if not args.ground_truth:
-        from server.backends import make_runners
+        from server.backends import make_runners, print_seeded_note
 
         runners = make_runners(cfg, "torch", args.weights, args.device, progress=not args.quiet)
-        note = seeded_note(cfg, args.weights)
-        if note:
-            print(note, file=sys.stderr)
+        print_seeded_note(cfg, args.weights)
         generate = lambda clip: generate_frames(runners, clip.reference, clip.mask, clip.pcm,  # noqa: E731
                                                 seed=args.seed)
     result = evaluate_clips(clips, cfg.stream.image_size, generate, identity_stride=args.identity_stride,

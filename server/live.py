@@ -522,9 +522,9 @@ def cmd_live(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
     from engine.face import prepare_portrait
     from engine.media import Mp4Writer, load_audio, load_image
-    from engine.model import resolve_device, seeded_note
+    from engine.model import resolve_device
     from engine.session import Session, prepare_avatar
-    from server.backends import make_runners
+    from server.backends import make_runners, print_seeded_note
 
     if args.seconds is not None and args.seconds <= 0:
         raise InputError(f"--seconds must be positive, got {args.seconds}")
@@ -554,9 +554,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     def build() -> Session:  # runs on the generator thread
         crop = prepare_portrait(image, cfg.stream.image_size, crop=not args.no_crop)
         runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=False)
-        note = seeded_note(cfg, args.weights)
-        if note:
-            print(note, file=sys.stderr)
+        print_seeded_note(cfg, args.weights)
         avatar = prepare_avatar(runners, crop.image, crop.mask)
         _warm_up(runners, avatar, args.seed)
         return Session(runners, avatar, seed=args.seed)

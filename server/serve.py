@@ -80,8 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
 
     from engine.config import ModelConfig
-    from engine.model import resolve_device, seeded_note
-    from server.backends import make_runners
+    from engine.model import resolve_device
+    from server.backends import make_runners, print_seeded_note
 
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
@@ -102,9 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app.on_startup.append(report)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    note = seeded_note(cfg, args.weights)
-    if note:
-        print(note, file=sys.stderr)
+    print_seeded_note(cfg, args.weights)
     print(f"livehead serve: http://{args.host}:{args.port}/ (preset {cfg.name} on {device} with {args.backend}, "
           f"up to {args.max_sessions} sessions; warming up...)", file=sys.stderr, flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=5.0)
