@@ -85,6 +85,7 @@ from engine.config import ModelConfig
 from engine.errors import InputError
 from engine.model import AvatarModel
 from engine.sampler import zero_snr_alphas_cumprod
+from engine.train_data import VAE_ENCODER_PARTS
 from engine.weights import check_state_dict, load_weights, read_state_dict, weight_groups
 
 STAGES = ("stage1", "stage2")
@@ -205,7 +206,8 @@ def trainable_parameters(model: AvatarModel, stage: str, train_spatial: bool = F
     for name, p in model.named_parameters():
         part = name.split(".", 1)[0]
         if stage == "vae":
-            keep = part == "vae" and (not decoder_only or name.startswith(("vae.decoder.", "vae.post_quant_conv.")))
+            # --decoder-only: exactly what the latent cache's fingerprint leaves out, so caches stay valid
+            keep = part == "vae" and not (decoder_only and name[len("vae."):].startswith(VAE_ENCODER_PARTS))
         elif part not in ("reference_net", "denoiser", "face_locator"):
             keep = False
         elif stage == "stage1":

@@ -87,11 +87,14 @@ def encoder_state_dict(variables: dict[str, np.ndarray], n_layer: int) -> dict[s
     """CTranslate2 Whisper encoder variables → OpenAI `encoder.*` names (float32 arrays)."""
     out: dict[str, np.ndarray] = {}
 
-    def put(dst: str, src: str) -> None:
+    def get(src: str) -> np.ndarray:
         key = "encoder/" + src
         if key not in variables:
             raise InputError(f"the CTranslate2 model has no variable {key}: not a Whisper model")
-        out["encoder." + dst] = np.asarray(variables[key], dtype=np.float32)
+        return np.asarray(variables[key], dtype=np.float32)
+
+    def put(dst: str, src: str) -> None:
+        out["encoder." + dst] = get(src)
 
     for p in ("weight", "bias"):
         put(f"conv1.{p}", f"conv1/{p}")
@@ -103,12 +106,8 @@ def encoder_state_dict(variables: dict[str, np.ndarray], n_layer: int) -> dict[s
         src, dst = f"layer_{i}/", f"blocks.{i}."
         put(dst + "attn_ln.weight", src + "self_attention/layer_norm/gamma")
         put(dst + "attn_ln.bias", src + "self_attention/layer_norm/beta")
-        put(dst + "attn.qkv", src + "self_attention/linear_0/weight")
-        put(dst + "attn.qkv_bias", src + "self_attention/linear_0/bias")
-        w = out.pop(f"encoder.{dst}attn.qkv")
-        b = out.pop(f"encoder.{dst}attn.qkv_bias")
-        q, k, v = np.split(w, 3, axis=0)
-        bq, bk, bv = np.split(b, 3)
+        q, k, v = np.split(get(src + "self_attention/linear_0/weight"), 3, axis=0)
+        bq, bk, bv = np.split(get(src + "self_attention/linear_0/bias"), 3)
         if np.abs(bk).max() > 0:
             raise InputError(f"layer {i}: the fused key bias is not zero; not a Whisper encoder")
         out.update({f"encoder.{dst}attn.query.weight": q, f"encoder.{dst}attn.query.bias": bq,
