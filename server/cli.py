@@ -385,7 +385,8 @@ def add_train_parser(sub) -> None:
     for flag, kind in (("steps", int), ("batch", int), ("lr", float), ("warmup", int), ("weight-decay", float),
                        ("grad-clip", float), ("ema", float), ("seed", int), ("save-every", int), ("log-every", int),
                        ("audio-dropout", float), ("uncond-dropout", float), ("first-clip-prob", float),
-                       ("reference-frame-prob", float), ("t-min", int), ("t-max", int), ("kl-weight", float),
+                       ("reference-frame-prob", float), ("t-min", int), ("t-max", int), ("mouth-weight", float),
+                       ("kl-weight", float),
                        ("perceptual-weight", float),
                        ("from-steps", int), ("to-steps", int), ("teacher-guidance", float)):
         t.add_argument(f"--{flag}", type=kind, default=None)

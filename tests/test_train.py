@@ -346,3 +346,52 @@ def test_cli_train_bad_input(tmp_path, capsys):
     assert code == 2 and "no videos or clip files" in capsys.readouterr().err
     code = main(["train", "stage2", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--mix", "1,2"])
     assert code == 2 and "one weight per --data folder" in capsys.readouterr().err
+
+
+def test_mouth_weights_mark_the_lips_of_real_faces():
+    """The mouth box, placed from the clip's face mask alone, holds every lip landmark of a GRID clip
+    (each frame's own Face Mesh) and no eye landmark, at the tiny preset's 16² latent grid."""
+    from engine.landmarks import EYE_INNER, EYE_OUTER, LIP_OUTER_LOWER, LIP_OUTER_UPPER, face_landmarks
+    from engine.train import mouth_weights
+
+    grid = Path(__file__).resolve().parents[2] / "shared" / "data" / "grid" / "bbaf2n.mpg"
+    if not grid.exists():
+        pytest.skip(f"GRID sample clips not found at {grid.parent}")
+    clip = clip_from_video(grid, 128)
+    wts = mouth_weights(torch.from_numpy(clip.mask)[None, None], 16, 10.0)[0, 0, 0]
+    assert wts.shape == (16, 16) and float(wts.max()) == pytest.approx(11.0)
+    cell = lambda p: wts[int(p[1]) // 8, int(p[0]) // 8]  # noqa: E731  (pixel → latent cell)
+    measured = 0
+    for frame in clip.frames[::10]:
+        lm = face_landmarks(frame)
+        if lm is None:
+            continue
+        measured += 1
+        assert all(cell(lm[i]) > 1 for i in LIP_OUTER_UPPER + LIP_OUTER_LOWER)
+        assert all(cell(lm[i]) == 1 for i in EYE_OUTER + EYE_INNER)
+    assert measured >= 5
+
+
+def test_mouth_weight_reweights_the_loss(cfg, cache):
+    from engine.train import mouth_weights
+
+    model, data = cache
+    batch = WindowSampler(data, cfg.stream.motion_frames, cfg.stream.clip_frames).sample(
+        2, torch.Generator().manual_seed(0))
+    s = batch["latents"].shape[-1]
+    wts = mouth_weights(batch["mask"], s, 4.0)
+    assert wts.shape == (2, 1, 1, s, s) and float(wts.min()) == 1.0 and float(wts.max()) > 1.0
+    assert torch.equal(mouth_weights(torch.zeros_like(batch["mask"]), s, 4.0), torch.ones(2, 1, 1, s, s))
+    alphas = alphas_cumprod(cfg)
+
+    def loss(b, **kw):
+        return float(diffusion_loss(model, b, "stage2", _opts(**kw), alphas, torch.Generator().manual_seed(3),
+                                    torch.device("cpu"))[0])
+
+    plain = loss(batch)
+    assert loss(batch, mouth_weight=4.0) != pytest.approx(plain, rel=1e-4)
+    no_face = dict(batch, mask=torch.zeros_like(batch["mask"]))  # uniform weights: the plain MSE
+    assert loss(no_face, mouth_weight=4.0) == pytest.approx(loss(no_face), rel=1e-6)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(InputError, match="--mouth-weight"):
+            _opts(mouth_weight=bad).check()
