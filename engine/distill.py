@@ -185,8 +185,11 @@ def distill(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, in
             batch = sampler.sample(opts.batch, gen)
             return distill_loss(student, teacher, batch, k, opts, alphas, gen, device, bf16)
 
-        trainer.run(loss_fn, f"distill {2 * k}→{k} steps")
-        final = finish(trainer, cfg, round_dir, {"stage": f"distill-{k}", "step": trainer.step, "sampler_steps": k})
+        def export(trainer=trainer, round_dir=round_dir, k=k):
+            return finish(trainer, cfg, round_dir, {"stage": f"distill-{k}", "step": trainer.step, "sampler_steps": k})
+
+        trainer.run(loss_fn, f"distill {2 * k}→{k} steps", on_save=export)
+        final = export()
         teacher.load_state_dict(trainer.export_state())
     shutil.copytree(final, out / WEIGHTS_DIR, dirs_exist_ok=True)
     return out / WEIGHTS_DIR

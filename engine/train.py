@@ -392,6 +392,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(list(params.values()), lr=opts.lr, weight_decay=opts.weight_decay)
         self.ema = {k: p.detach().clone() for k, p in params.items()} if opts.ema > 0 else None
         self.step = 0
+        self.last_loss = float("nan")
 
     # ---- checkpoints
     @property
@@ -470,8 +471,14 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         return self.opts.lr * min(1.0, (step + 1) / max(1, self.opts.warmup))
 
-    def run(self, loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict]], desc: str) -> None:
-        """Optimise until `opts.steps`; `loss_fn(gen)` draws everything from the step's generator."""
+    def run(self, loss_fn: Callable[[torch.Generator], tuple[torch.Tensor, dict]], desc: str,
+            on_save: Callable[[], object] | None = None) -> None:
+        """Optimise until `opts.steps`; `loss_fn(gen)` draws everything from the step's generator.
+
+        Every `save_every` steps the checkpoint is written and `on_save()` runs (the stages export
+        OUT/weights there, so a run in progress can be tried). Ctrl-C finishes the step in progress,
+        saves (checkpoint and `on_save`) and raises KeyboardInterrupt: `--resume` continues exactly
+        from there. A second Ctrl-C stops at once."""
         from tqdm import tqdm
 
         opts = self.opts
@@ -479,36 +486,76 @@ class Trainer:
         params = list(self.params.values())
         bar = tqdm(total=opts.steps, initial=self.step, desc=desc, unit="step", disable=not opts.progress)
         t0 = time.perf_counter()
-        with open(self.out / LOG, "a") as log:
-            while self.step < opts.steps:
-                gen = step_generator(opts.seed, self.step)
-                lr = self.lr_at(self.step)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                loss, stats = loss_fn(gen)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise InputError(f"{desc}: the loss became {value} at step {self.step}; lower --lr and "
-                                     f"resume from the last checkpoint ({self.checkpoint_path}, if any)")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
-                self.optimizer.step()
-                if self.ema is not None:
-                    self._ema_update()
-                self.step += 1
+        with open(self.out / LOG, "a") as log, _stop_requests() as stop:
+            while self.step < opts.steps and not stop.requested:
+                self._one_step(loss_fn, desc, params, log, t0)
                 bar.update(1)
                 if self.step % opts.log_every == 0 or self.step == opts.steps:
-                    row = {"step": self.step, "loss": round(value, 6), "lr": lr,
-                           "grad_norm": round(float(grad_norm), 4),
-                           "seconds": round(time.perf_counter() - t0, 2), **stats}
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{value:.4f}")
-                if self.step % opts.save_every == 0:
+                    bar.set_postfix(loss=f"{self.last_loss:.4f}")
+                if self.step % opts.save_every == 0 and self.step < opts.steps:
                     self.save()
+                    if on_save is not None:
+                        on_save()
         bar.close()
         self.save()
+        if stop.requested:
+            if on_save is not None:
+                on_save()
+            print(f"{desc}: stopped at step {self.step}; saved {self.checkpoint_path} (--resume continues)")
+            raise KeyboardInterrupt
+
+    def _one_step(self, loss_fn, desc: str, params: list, log, t0: float) -> None:
+        opts = self.opts
+        gen = step_generator(opts.seed, self.step)
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, stats = loss_fn(gen)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise InputError(f"{desc}: the loss became {value} at step {self.step}; lower --lr and "
+                             f"resume from the last checkpoint ({self.checkpoint_path}, if any)")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, opts.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self._ema_update()
+        self.step += 1
+        self.last_loss = value
+        if self.step % opts.log_every == 0 or self.step == opts.steps:
+            row = {"step": self.step, "loss": round(value, 6), "lr": lr, "grad_norm": round(float(grad_norm), 4),
+                   "seconds": round(time.perf_counter() - t0, 2), **stats}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+
+
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """While inside: the first SIGINT sets `.requested` (the loop stops at a step boundary), the second
+    raises KeyboardInterrupt as usual. Outside the main thread nothing is installed."""
+    import signal
+    import threading
+
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -641,8 +688,11 @@ def train_stage(stage: str, cfg: ModelConfig, data_dirs, out: str | Path, opts: 
     def loss_fn(gen):
         return diffusion_loss(model, sampler.sample(opts.batch, gen), stage, opts, alphas, gen, device, bf16)
 
-    trainer.run(loss_fn, stage)
-    return finish(trainer, cfg, out, {"stage": stage, "step": trainer.step, "sampler_steps": cfg.sampler.steps})
+    def export():  # OUT/weights of the steps so far: at every save, on Ctrl-C and at the end
+        return finish(trainer, cfg, out, {"stage": stage, "step": trainer.step, "sampler_steps": cfg.sampler.steps})
+
+    trainer.run(loss_fn, stage, on_save=export)
+    return export()
 
 
 def finish(trainer: Trainer, cfg: ModelConfig, out: Path, info: dict) -> Path:

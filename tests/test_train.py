@@ -217,6 +217,44 @@ def test_resume_continues_exactly(cfg, data_dir, tmp_path):
     assert load_model(cfg, weights_dir=full) is not None  # the weights folder loads strictly
 
 
+def test_ctrl_c_saves_at_a_step_boundary_and_resume_is_exact(cfg, data_dir, tmp_path, monkeypatch):
+    """SIGINT during step 3 of 5: the step finishes, checkpoint and OUT/weights hold step 3, and resuming
+    gives bit for bit the run that was never stopped. Intermediate saves export OUT/weights too."""
+    import os
+    import signal
+
+    import engine.train as train_module
+
+    opts = dict(ema=0.9, uncond_dropout=0.3, audio_dropout=0.3, first_clip_prob=0.5, save_every=2)
+    cache = tmp_path / "cache"
+    full = train_stage("stage2", cfg, [data_dir], tmp_path / "a", _opts(steps=5, **opts), cache=cache)
+    real_loss, calls = train_module.diffusion_loss, []
+
+    def loss_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        out = real_loss(*args, **kwargs)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while step 3 computes
+        return out
+
+    monkeypatch.setattr(train_module, "diffusion_loss", loss_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage("stage2", cfg, [data_dir], tmp_path / "b", _opts(steps=5, **opts), cache=cache)
+    assert len(calls) == 3
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert json.loads((tmp_path / "b" / "weights" / "livehead.json").read_text())["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    monkeypatch.setattr(train_module, "diffusion_loss", real_loss)
+    resumed = train_stage("stage2", cfg, [data_dir], tmp_path / "b", _opts(steps=5, **opts), cache=cache,
+                          resume=True)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert json.loads((resumed / "livehead.json").read_text())["step"] == 5
+    assert full == tmp_path / "a" / "weights"
+
+
 def test_resume_ignores_runtime_only_config_fields_and_names_real_changes(cfg, data_dir, tmp_path):
     from dataclasses import replace
 
