@@ -27,7 +27,9 @@ Stages (EMO's training recipe, with EchoMimic's conditioning):
 - both: v-prediction MSE under the sampler's zero-terminal-SNR schedule, t uniform in [0, 999];
   audio-token dropout (zero tokens) and CFG dropout (zero audio, zero face features, no reference
   bank: `guided_denoise`'s unconditional branch) so CFG can be used; AdamW, linear warm-up, gradient
-  clipping, optional EMA (exported when on), TF32 or `--precision bf16` autocast on CUDA. The VAE and
+  clipping, optional EMA (exported when on), TF32 or `--precision bf16` autocast on CUDA.
+  `--mouth-weight W` weights the loss 1 + W on the mouth box (`mouth_weights`: placed from the
+  clip's face mask), so lips that follow the audio are worth more than copying the motion prefix. The VAE and
   the audio encoder are frozen (`--whisper FILE` loads pretrained Whisper-tiny weights into the encoder).
 
 GPU recipe for the shipped `tiny` model (one H100, one run of each stage, then `livehead eval`):
