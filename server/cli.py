@@ -34,6 +34,21 @@ DEFAULT_AUDIO = ASSETS / "speech.wav"
 EXIT_BAD_INPUT = 2
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, weights, runtime and crop options that `animate` and `live` share."""
+    p.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
+    p.add_argument("--weights", default=None,
+                   help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
+                        "or 'seeded' for the seed-fixed random model)")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
+    p.add_argument("--exported", default=None, help="ONNX export directory for onnxruntime/tensorrt "
+                   "(default: exported/PRESET, exported on first use)")
+    p.add_argument("--no-crop", action="store_true", help="use the whole image when no face is detected")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livehead", description="Real-time talking-head engine (EMO family).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -42,19 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--image", default=str(DEFAULT_IMAGE), help="portrait photo (default: bundled portrait)")
     a.add_argument("--audio", default=str(DEFAULT_AUDIO), help="speech or song, any container (default: bundled clip)")
     a.add_argument("--out", default="livehead-demo.mp4", help="output mp4 (H.264 + AAC, 25 fps)")
-    a.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
-    a.add_argument("--weights", default=None,
-                   help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
-                        "or 'seeded' for the seed-fixed random model)")
-    a.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    a.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
-    a.add_argument("--exported", default=None, help="ONNX export directory for onnxruntime/tensorrt "
-                   "(default: exported/PRESET, exported on first use)")
+    add_model_arguments(a)
     a.add_argument("--schedule", default="stream", help="stream (causal, the live path) or offline (EchoMimic's "
                    "reference: whole-file audio features, all windows jointly)")
-    a.add_argument("--no-crop", action="store_true", help="use the whole image when no face is detected")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
 
     q = sub.add_parser("parity", help="check livehead against EchoMimic's recorded outputs on a fixture set")

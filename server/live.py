@@ -49,7 +49,7 @@ _END = object()
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The `live` subcommand (called from server/cli.py)."""
-    from server.cli import DEFAULT_IMAGE
+    from server.cli import DEFAULT_IMAGE, add_model_arguments
 
     p = sub.add_parser("live", help="drive the avatar from the microphone (or a file played as one) in real time, "
                        "shown in a window or written to an mp4")
@@ -63,17 +63,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of audio "
                    "(default: end of --audio file; Ctrl-C or closing the window for --mic)")
     p.add_argument("--input-device", default=None, help="sounddevice input device (index or name substring)")
-    p.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
-    p.add_argument("--weights", default=None,
-                   help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
-                        "or 'seeded' for the seed-fixed random model)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt")
-    p.add_argument("--exported", default=None, help="ONNX export directory for onnxruntime/tensorrt "
-                   "(default: exported/PRESET, exported on first use)")
-    p.add_argument("--no-crop", action="store_true", help="use the whole image when no face is detected")
+    add_model_arguments(p)
     p.add_argument("--json", default=None, help="write the final latency figures here as JSON")
     p.add_argument("--quiet", action="store_true", help="only the final summary line, no per-second stats")
     return p
