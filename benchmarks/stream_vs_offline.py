@@ -34,12 +34,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine.audio_encoder import encode_file_features, frame_audio_tokens, frame_token_index  # noqa: E402
 from engine.media import load_audio  # noqa: E402
 from engine.model import TorchRunners  # noqa: E402
-from engine.offline import OfflineTrace, sample_offline  # noqa: E402
+from engine.offline import OfflineTrace  # noqa: E402
 from engine.parity import load_fixture_config, load_fixture_model  # noqa: E402
-from engine.sampler import DDIMSampler  # noqa: E402
+from engine.render import offline_audio_tokens, offline_latents  # noqa: E402
 from engine.session import Session, prepare_avatar  # noqa: E402
 
 DEFAULT_FIXTURES = ROOT.parent / "shared" / "reference" / "echomimic" / "fixtures"
@@ -62,12 +61,9 @@ def run_case(fx, runners, avatar, pcm: np.ndarray, window_seconds: float, pad: b
     n = -(-len(pcm) * fps // sr)
     s = cfg.stream
 
-    stack = encode_file_features(pcm, cfg.audio, runners.model.audio_encoder)
-    offline_tokens = frame_audio_tokens(stack, frame_token_index(n, fps, stack.shape[0], cfg.audio))
+    offline_tokens = offline_audio_tokens(runners, pcm, n)
     trace = OfflineTrace()
-    offline = sample_offline(runners, avatar.face, avatar.reference_kv, offline_tokens, DDIMSampler(cfg.sampler),
-                             s.window_frames, s.motion_frames, (cfg.latent_size, cfg.latent_size), seed=fx.seed,
-                             guidance=cfg.sampler.guidance_scale, trace=trace)
+    offline = offline_latents(runners, avatar, pcm, n, fx.seed, trace=trace)
     offline_frames = torch.cat([runners.decode(offline[0, :, i:i + s.clip_frames].permute(1, 0, 2, 3))
                                 for i in range(0, n, s.clip_frames)])
 

@@ -18,7 +18,7 @@ from engine.media import Mp4Writer, load_audio, load_image
 from engine.model import Runners
 from engine.audio_encoder import encode_file_features, frame_audio_tokens, frame_token_index
 from engine.errors import InputError
-from engine.offline import denoiser_calls, sample_offline
+from engine.offline import OfflineTrace, denoiser_calls, sample_offline
 from engine.sampler import DDIMSampler
 from engine.session import Avatar, Session, prepare_avatar, to_uint8
 
@@ -106,16 +106,22 @@ def _generate(session: Session, pcm: np.ndarray, sr: int, out_path, expected: in
     return written
 
 
-def offline_latents(runners: Runners, avatar: Avatar, pcm: np.ndarray, n_frames: int, seed: int,
-                    progress=None) -> torch.Tensor:
-    """EchoMimic's offline schedule on a whole clip → latents [1, 4, n_frames, s, s]."""
+def offline_audio_tokens(runners: Runners, pcm: np.ndarray, n_frames: int) -> torch.Tensor:
+    """EchoMimic's whole-file audio tokens, one entry per video frame: [n_frames, Ta, Ca]."""
     cfg = runners.cfg
     stack = encode_file_features(pcm, cfg.audio, runners.audio_stack)
-    tokens = frame_audio_tokens(stack, frame_token_index(n_frames, cfg.stream.fps, stack.shape[0], cfg.audio))
+    return frame_audio_tokens(stack, frame_token_index(n_frames, cfg.stream.fps, stack.shape[0], cfg.audio))
+
+
+def offline_latents(runners: Runners, avatar: Avatar, pcm: np.ndarray, n_frames: int, seed: int,
+                    progress=None, trace: OfflineTrace | None = None) -> torch.Tensor:
+    """EchoMimic's offline schedule on a whole clip → latents [1, 4, n_frames, s, s]."""
+    cfg = runners.cfg
     size = cfg.latent_size
-    return sample_offline(runners, avatar.face, avatar.reference_kv, tokens, DDIMSampler(cfg.sampler),
-                          cfg.stream.window_frames, cfg.stream.motion_frames, (size, size), seed=seed,
-                          guidance=cfg.sampler.guidance_scale, progress=progress)
+    return sample_offline(runners, avatar.face, avatar.reference_kv, offline_audio_tokens(runners, pcm, n_frames),
+                          DDIMSampler(cfg.sampler), cfg.stream.window_frames, cfg.stream.motion_frames,
+                          (size, size), seed=seed, guidance=cfg.sampler.guidance_scale, trace=trace,
+                          progress=progress)
 
 
 def _generate_offline(runners: Runners, avatar: Avatar, pcm: np.ndarray, out_path, n_frames: int, seed: int,
