@@ -12,6 +12,8 @@ with the clip's audio, and the generated video is compared with the clip:
 | `mouth_lag_frames` | lag (frames, + = generated is late) that maximises the correlation with the ground truth, within ±6 | reported |
 | `silent_closed` | fraction of silent frames whose mouth opening is below `MOUTH_CLOSED` (0.05) | pooled >= 0.90 |
 | `identity_same` | fraction of frames the face-recognition model calls the reference's person (distance < 0.6) | pooled >= 0.95 |
+| `audio_effect_mouth`, `audio_effect_elsewhere` | mean absolute difference of frames with the audio and frames with silence (0-255) inside the mouth box and outside it (model runs only) | reported |
+| `mouth_change_corr_gt` | correlation of the per-frame mouth-box change (audio vs silence) with the ground-truth opening: lip sync seen in pixels, before the lips move enough for landmarks | reported |
 | `landmark_jitter` | mean frame-to-frame acceleration of the 478 landmarks, in eye-corner distances | reported, beside the ground truth's |
 
 Definitions (`engine.landmarks`): mouth opening = mean gap of the three central inner-lip landmark
@@ -49,7 +51,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -262,13 +264,15 @@ def _round(x, nd=4):
 def evaluate_pair(frames: list[np.ndarray], reference: np.ndarray, pcm: np.ndarray, sample_rate: int,
                   gt_open: np.ndarray | None = None, gt_frames: list[np.ndarray] | None = None,
                   silent: np.ndarray | None = None, fps: float = FPS, identity_stride: int = 1,
-                  identity: bool = True, series: bool = False) -> dict:
+                  identity: bool = True, series: bool = False, silence_frames: list[np.ndarray] | None = None,
+                  mask: np.ndarray | None = None) -> dict:
     """Metrics of a generated video (`frames`, RGB uint8, one per 1/fps from t = 0) against its ground truth.
 
     reference: the portrait it was made from (identity). Ground-truth mouth opening: `gt_open` [F] if
     given, else measured on `gt_frames`. silent: bool [F] from an alignment, else from the audio energy
     (then trimmed by SILENCE_MARGIN either way). identity_stride: embed every k-th frame (identity is
-    the slowest metric: ~60 ms a frame). Returns a JSON-ready dict.
+    the slowest metric: ~60 ms a frame). silence_frames (the same avatar driven by silence) and the
+    reference's face mask add the audio-response metrics (`audio_response`). Returns a JSON-ready dict.
     """
     if not frames:
         raise InputError("no generated frames to evaluate")
@@ -318,6 +322,8 @@ def evaluate_pair(frames: list[np.ndarray], reference: np.ndarray, pcm: np.ndarr
         out.update(identity_frames=len(picked), identity_same_frames=int((d < SAME_PERSON_DISTANCE).sum()),
                    identity_same=_round((d < SAME_PERSON_DISTANCE).mean()),
                    identity_distance_median=_round(np.median(finite) if finite.size else None))
+    if silence_frames is not None and mask is not None:
+        out.update(audio_response(frames[:n], silence_frames[:n], mask, gt_open))
     out["landmark_jitter"] = _round(landmark_jitter(lms[:n]), 5)
     if gt_lms is not None:
         out["gt_landmark_jitter"] = _round(landmark_jitter(gt_lms[:n]), 5)
@@ -328,6 +334,38 @@ def evaluate_pair(frames: list[np.ndarray], reference: np.ndarray, pcm: np.ndarr
             "audio_db": [_round(x, 1) for x in env],
             "silent": [bool(x) for x in silent],
         }
+    return out
+
+
+def audio_response(frames: list[np.ndarray], silence_frames: list[np.ndarray], mask: np.ndarray,
+                   gt_open: np.ndarray | None = None) -> dict:
+    """How the audio changes the picture: frames driven by the clip's audio against frames of the same
+    avatar and seed driven by silence (RGB uint8 [S, S, 3] each, equal counts).
+
+    `audio_effect_mouth` / `audio_effect_elsewhere`: mean |speech − silence| (0-255) inside the mouth
+    box (`engine.face.mouth_box`) and outside it. `mouth_change_corr_gt`: correlation of the mouth
+    box's per-frame change with the ground-truth opening (the wider the mouth should be open, the more
+    the audio should have changed it from the silent face).
+    Unlike the landmark metrics these see an audio pathway that moves the mouth too little for Face
+    Mesh to measure, which is where training starts (the audio layers start at zero)."""
+    from engine.face import mouth_box
+
+    n = min(len(frames), len(silence_frames))
+    box = mouth_box(mask)
+    if n == 0 or box is None:
+        return {}
+    x0, y0, x1, y1 = box
+    inside = np.zeros(np.asarray(mask).shape, bool)
+    inside[y0:y1, x0:x1] = True
+    speech = np.stack(frames[:n]).astype(np.float32).mean(-1)
+    quiet = np.stack(silence_frames[:n]).astype(np.float32).mean(-1)
+    diff = np.abs(speech - quiet)
+    out = {"audio_effect_mouth": _round(diff[:, inside].mean(), 3),
+           "audio_effect_elsewhere": _round(diff[:, ~inside].mean(), 3)}
+    if gt_open is not None:
+        change = diff[:, inside].mean(1)
+        m = min(n, len(gt_open))
+        out["mouth_change_corr_gt"] = _round(pearson(change[:m], np.asarray(gt_open, np.float64)[:m]))
     return out
 
 
@@ -418,28 +456,35 @@ def aggregate(clips: list[dict]) -> dict:
         "landmark_jitter": mean("landmark_jitter"),
         "gt_landmark_jitter": mean("gt_landmark_jitter"),
     }
+    for key in ("audio_effect_mouth", "audio_effect_elsewhere", "mouth_change_corr_gt"):
+        if any(key in c for c in clips):
+            out[key] = mean(key)
     out["pass"] = {k: (out[k] is not None and out[k] >= v) for k, v in CRITERIA.items()}
     return out
 
 
 def evaluate_clips(clips: list[ClipSource], size: int, generate: Callable[[PreparedClip], list[np.ndarray]] | None,
                    identity_stride: int = 1, reference: np.ndarray | None = None, shift: int = 0,
-                   progress: bool = True, series: bool = False) -> dict:
+                   progress: bool = True, series: bool = False, with_silence: bool = True) -> dict:
     """Evaluate every clip. generate(clip) → frames; None evaluates the clips' own (cropped) videos,
-    shifted later by `shift` frames (the ground truth against itself: the best achievable figures)."""
+    shifted later by `shift` frames (the ground truth against itself: the best achievable figures).
+    with_silence: also generate each clip driven by silence for the audio-response metrics."""
     from tqdm import tqdm
 
     results = []
     t0 = time.perf_counter()
     for source in tqdm(clips, desc="eval", unit="clip", disable=not progress):
         clip = prepare_clip(source, size, reference=reference)
+        quiet = None
         if generate is None:
             frames = shift_frames(clip.gt_frames, shift)
         else:
             frames = generate(clip)
+            if with_silence:
+                quiet = generate(replace(clip, pcm=np.zeros_like(clip.pcm)))
         metrics = evaluate_pair(frames, clip.reference, clip.pcm, 16000, gt_open=clip.gt_open,
                                 gt_frames=clip.gt_frames, silent=clip.silent, identity_stride=identity_stride,
-                                series=series)
+                                series=series, silence_frames=quiet, mask=clip.mask)
         results.append({"clip": source.name, "kind": source.kind, **metrics})
     return {
         "thresholds": {"mouth_closed": MOUTH_CLOSED, "same_person_distance": SAME_PERSON_DISTANCE,

@@ -127,6 +127,26 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+# Where the mouth lies inside the face box that a portrait's mask marks, as fractions (x0, y0, x1, y1) of
+# the mask's bounding box. Measured with Face Mesh on the GRID clips and synthetic_talker clips (the mask
+# is the detector's box dilated by MASK_DILATION): the outer lip contour spanned x 0.30-0.71, y 0.59-0.82.
+MOUTH_BOX = (0.25, 0.55, 0.75, 0.90)
+
+
+def mouth_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) in pixels of the mouth region of a face mask [S, S] (its > 0.5 part's bounding
+    box scaled by MOUTH_BOX), or None when the mask marks nothing. Training weights its loss there and
+    the evaluation measures the audio's effect there."""
+    on = np.asarray(mask) > 0.5
+    rows, cols = np.nonzero(on.any(1))[0], np.nonzero(on.any(0))[0]
+    if rows.size == 0:
+        return None
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    fx0, fy0, fx1, fy1 = MOUTH_BOX
+    return (round(x0 + fx0 * (x1 - x0)), round(y0 + fy0 * (y1 - y0)),
+            round(x0 + fx1 * (x1 - x0)), round(y0 + fy1 * (y1 - y0)))
+
+
 def _face_mask(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
     x0, y0, x1, y1 = box
     r_pad = int((y1 - y0) * MASK_DILATION)

@@ -299,31 +299,22 @@ def uncond_count(p: float, batch: int, gen: torch.Generator) -> int:
     return min(batch, int(p * batch + float(torch.rand((), generator=gen))))
 
 
-# Where the mouth lies inside the face box that a clip's mask marks, as fractions (x0, y0, x1, y1) of the
-# mask's bounding box. Measured with Face Mesh on the GRID clips and synthetic_talker clips (the mask is
-# the detector's box dilated by 10 %): the outer lip contour spanned x 0.30–0.71, y 0.59–0.82.
-MOUTH_BOX = (0.25, 0.55, 0.75, 0.90)
-
-
 def mouth_weights(mask: torch.Tensor, size: int, weight: float) -> torch.Tensor:
     """Loss weights [B, 1, 1, size, size]: 1 + weight × (the share of each latent cell inside the mouth
-    box of mask [B, 1, S, S]). A mask with nothing above 0.5 gets uniform weights.
+    box (`engine.face.mouth_box`) of mask [B, 1, S, S]). A mask with nothing above 0.5 gets uniform weights.
 
     The lips are a few latent cells of a window's frames, so under plain MSE the prefix-copying
     solution (the last motion frame, mouth unchanged) costs almost nothing; weighting the mouth makes
     following the audio worth learning (Hallo's lip-region loss does the same)."""
+    from engine.face import mouth_box
+
     b, _, h, w = mask.shape
-    on = mask[:, 0] > 0.5
     box = torch.zeros(b, 1, h, w)
     for i in range(b):
-        rows, cols = on[i].any(1).nonzero(), on[i].any(0).nonzero()
-        if len(rows) == 0:
-            continue
-        y0, y1 = int(rows[0]), int(rows[-1]) + 1
-        x0, x1 = int(cols[0]), int(cols[-1]) + 1
-        fx0, fy0, fx1, fy1 = MOUTH_BOX
-        box[i, 0, round(y0 + fy0 * (y1 - y0)):round(y0 + fy1 * (y1 - y0)),
-            round(x0 + fx0 * (x1 - x0)):round(x0 + fx1 * (x1 - x0))] = 1.0
+        found = mouth_box(mask[i, 0].cpu().numpy())
+        if found is not None:
+            x0, y0, x1, y1 = found
+            box[i, 0, y0:y1, x0:x1] = 1.0
     cover = torch.nn.functional.adaptive_avg_pool2d(box, size)
     return (1.0 + weight * cover).unsqueeze(2)
 

@@ -88,6 +88,28 @@ def test_model_path_end_to_end(tmp_path):
     assert result["model"] == "tiny" and result["clips"][0]["frames"] == len(clip.frames)
     for key in ("mouth_corr_gt", "silent_closed", "identity_same", "landmark_jitter", "face_detected"):
         assert key in result["clips"][0]
+    assert result["clips"][0]["audio_effect_mouth"] >= 0 and result["summary"]["audio_effect_elsewhere"] >= 0
+
+
+def test_audio_response_sees_the_mouth_move():
+    """A synthetic clip against a still of its closed-mouth first frame: the difference sits in the mouth
+    box and grows with the generator's mouth opening; the clip against itself shows nothing."""
+    from engine.evaluate import audio_response
+    from engine.face import prepare_portrait
+
+    phones = [Phone("sil", 0.0, 0.4), Phone("b", 0.4, 0.5), Phone("a", 0.5, 0.9), Phone("m", 0.9, 1.0),
+              Phone("a", 1.0, 1.3), Phone("sil", 1.3, 2.0)]
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=TalkerStyle(blink_interval=0))
+    clip = talker.render(buzz_speech(phones), seed=0)
+    frames = list(clip.frames)
+    mask = prepare_portrait(frames[0], 128, crop=False).mask
+    r = audio_response(frames, [frames[0]] * len(frames), mask, clip.params["mouth_open"])
+    assert r["audio_effect_mouth"] > 2 * r["audio_effect_elsewhere"]  # the head moves a little too
+    assert r["mouth_change_corr_gt"] > 0.5
+    same = audio_response(frames, frames, mask, clip.params["mouth_open"])
+    assert same["audio_effect_mouth"] == same["audio_effect_elsewhere"] == 0
+    assert same["mouth_change_corr_gt"] is None  # no variation: no correlation
+    assert audio_response(frames, frames, np.zeros_like(mask)) == {}  # no face box: nothing to measure
 
 
 def test_metric_helpers():
