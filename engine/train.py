@@ -29,8 +29,8 @@ Stages (EMO's training recipe, with EchoMimic's conditioning):
   bank: `guided_denoise`'s unconditional branch) so CFG can be used; AdamW, linear warm-up, gradient
   clipping, optional EMA (exported when on), TF32 or `--precision bf16` autocast on CUDA.
   `--mouth-weight W` weights the loss 1 + W on the mouth box (`mouth_weights`: placed from the
-  clip's face mask), so lips that follow the audio are worth more than copying the motion prefix. The VAE and
-  the audio encoder are frozen (`--whisper FILE` loads pretrained Whisper-tiny weights into the encoder).
+  clip's face mask), so lips that follow the audio are worth more than copying the motion prefix.
+  The VAE and the audio encoder are frozen (`--whisper FILE` loads pretrained Whisper-tiny weights into the encoder).
 
 GPU recipe for the shipped `tiny` model (one H100, one run of each stage, then `livehead eval`):
 
@@ -305,7 +305,7 @@ def mouth_weights(mask: torch.Tensor, size: int, weight: float) -> torch.Tensor:
 
     The lips are a few latent cells of a window's frames, so under plain MSE the prefix-copying
     solution (the last motion frame, mouth unchanged) costs almost nothing; weighting the mouth makes
-    following the audio worth learning (Hallo's lip-region loss does the same)."""
+    following the audio worth learning."""
     from engine.face import mouth_box
 
     b, _, h, w = mask.shape
