@@ -67,11 +67,10 @@ a talking model: the output keeps a blurred likeness of the reference but the au
           it; 2000 steps, batch 4 windows, lr 4e-4, EMA 0.995, `--first-clip-prob 0.2`,
           `--uncond-dropout 0` (2.4 s/step on one thread)
 
-A second CPU run (README table) compared `--mouth-weight 10` with plain MSE at equal steps (1750,
-batch 4, 240 synthetic + 6 GRID clips, VAE 1500 steps without the decoder fine-tune): the weighted
-arm's audio effect sits on the mouth (1.8-2.1× the rest of the face, against 0.7-0.85×) and tracks
-the true opening better on synthetic faces, but at about one grey level it does not yet move the
-lips visibly. The GPU recipe should use `--mouth-weight 10` in stage 2.
+A second CPU run (README table) compared `--mouth-weight 10` with plain MSE at equal steps (1750 and
+2000, batch 4, 240 synthetic + 6 GRID clips, VAE 1500 steps without the decoder fine-tune): the
+weighted arm's audio effect sits on the mouth (1.8-2.4× the rest of the face, against 0.65-0.88×)
+and is 2.2-4.4× larger there, but at about one grey level it does not yet move the lips visibly. The GPU recipe should use `--mouth-weight 10` in stage 2.
 """
 
 from __future__ import annotations
