@@ -70,7 +70,8 @@ a talking model: the output keeps a blurred likeness of the reference but the au
 A second CPU run (README table) compared `--mouth-weight 10` with plain MSE at equal steps (1750 and
 2000, batch 4, 240 synthetic + 6 GRID clips, VAE 1500 steps without the decoder fine-tune): the
 weighted arm's audio effect sits on the mouth (1.8-2.4× the rest of the face, against 0.65-0.88×)
-and is 2.2-4.4× larger there, but at about one grey level it does not yet move the lips visibly. The GPU recipe should use `--mouth-weight 10` in stage 2.
+and is 2.2-4.4× larger there, but at about one grey level it does not yet move the lips visibly.
+The GPU recipe should use `--mouth-weight 10` in stage 2.
 """
 
 from __future__ import annotations
@@ -486,10 +487,9 @@ class Trainer:
         t0 = time.perf_counter()
         with open(self.out / LOG, "a") as log, _stop_requests() as stop:
             while self.step < opts.steps and not stop.requested:
-                self._one_step(loss_fn, desc, params, log, t0)
-                bar.update(1)
-                if self.step % opts.log_every == 0 or self.step == opts.steps:
+                if self._one_step(loss_fn, desc, params, log, t0):
                     bar.set_postfix(loss=f"{self.last_loss:.4f}")
+                bar.update(1)
                 if self.step % opts.save_every == 0 and self.step < opts.steps:
                     self.save()
                     if on_save is not None:
@@ -502,7 +502,8 @@ class Trainer:
             print(f"{desc}: stopped at step {self.step}; saved {self.checkpoint_path} (--resume continues)")
             raise KeyboardInterrupt
 
-    def _one_step(self, loss_fn, desc: str, params: list, log, t0: float) -> None:
+    def _one_step(self, loss_fn, desc: str, params: list, log, t0: float) -> bool:
+        """One optimizer step; True when it wrote a log line."""
         opts = self.opts
         gen = step_generator(opts.seed, self.step)
         lr = self.lr_at(self.step)
@@ -521,11 +522,13 @@ class Trainer:
             self._ema_update()
         self.step += 1
         self.last_loss = value
-        if self.step % opts.log_every == 0 or self.step == opts.steps:
-            row = {"step": self.step, "loss": round(value, 6), "lr": lr, "grad_norm": round(float(grad_norm), 4),
-                   "seconds": round(time.perf_counter() - t0, 2), **stats}
-            log.write(json.dumps(row) + "\n")
-            log.flush()
+        if self.step % opts.log_every and self.step != opts.steps:
+            return False
+        row = {"step": self.step, "loss": round(value, 6), "lr": lr, "grad_norm": round(float(grad_norm), 4),
+               "seconds": round(time.perf_counter() - t0, 2), **stats}
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        return True
 
 
 class _StopRequest:
