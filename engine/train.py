@@ -81,7 +81,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -94,6 +94,7 @@ from engine.errors import InputError
 from engine.model import AvatarModel
 from engine.sampler import zero_snr_alphas_cumprod
 from engine.train_data import VAE_ENCODER_PARTS
+from engine.train_options import TrainOptions
 from engine.weights import check_state_dict, load_weights, read_state_dict, weight_groups
 
 STAGES = ("stage1", "stage2")
@@ -101,62 +102,6 @@ CHECKPOINT = "checkpoint.pt"
 WEIGHTS_DIR = "weights"
 LOG = "log.jsonl"
 MAX_WEIGHTS_BYTES = 40_000_000  # the embedded model's budget (fp16 files)
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass
-class TrainOptions:
-    """Optimisation and data options shared by every stage (the CLI flags of `livehead train`)."""
-
-    steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
-    batch: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    warmup: int = 500
-    grad_clip: float = 1.0
-    ema: float = 0.0  # EMA decay; 0 = off
-    seed: int = 0
-    save_every: int = 1000
-    log_every: int = 10
-    progress: bool = True
-    # diffusion stages
-    audio_dropout: float = 0.05  # per sample: zero audio tokens
-    uncond_dropout: float = 0.05  # share of each batch on CFG's unconditional branch (no audio, face, reference)
-    first_clip_prob: float = 0.1  # stage 2: the window is the session's first clip
-    reference_frame_prob: float = 0.5  # the reference is a random frame of the clip, else the clip's reference
-    t_min: int = 0  # diffusion timesteps are drawn uniformly from [t_min, t_max]
-    t_max: int = 999  # (t_min = t_max = 999: one-step regression, the CPU recipe below)
-    mouth_weight: float = 0.0  # extra loss weight on the mouth box (loss weight 1 + this there; 0 = plain MSE)
-    train_spatial: bool = False  # stage 2: also train the spatial layers, ReferenceNet and face locator
-    mix: tuple[float, ...] | None = None  # share of each --data folder
-    precision: str = "fp32"  # "fp32" (TF32 matmuls on CUDA) or "bf16" (autocast on CUDA)
-    # vae
-    kl_weight: float = 1e-5
-    perceptual_weight: float = 0.5
-    decoder_only: bool = False  # vae: train post_quant_conv + decoder only; the latent space (and caches) stay
-    # distill
-    from_steps: int = 8
-    to_steps: int = 1
-    teacher_guidance: float = 1.0
-
-    def check(self) -> "TrainOptions":
-        if self.steps < 1 or self.batch < 1:
-            raise InputError(f"--steps and --batch must be at least 1, got {self.steps} and {self.batch}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise InputError(f"--lr must be a positive number, got {self.lr}")
-        if not 0 <= self.ema < 1:
-            raise InputError(f"--ema must be in [0, 1) (0 = off), got {self.ema}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not 0 <= self.t_min <= self.t_max <= 999:
-            raise InputError(f"--t-min and --t-max must satisfy 0 <= t-min <= t-max <= 999, got {self.t_min} "
-                             f"and {self.t_max}")
-        if not 0 <= self.mouth_weight <= 1000 or not math.isfinite(self.mouth_weight):
-            raise InputError(f"--mouth-weight must be in [0, 1000] (0 = off), got {self.mouth_weight}")
-        for name in ("audio_dropout", "uncond_dropout", "first_clip_prob", "reference_frame_prob"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise InputError(f"--{name.replace('_', '-')} must be a probability, got {getattr(self, name)}")
-        return self
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -705,8 +650,3 @@ def finish(trainer: Trainer, cfg: ModelConfig, out: Path, info: dict) -> Path:
     return out / WEIGHTS_DIR
 
 
-def options_from(ns, **extra) -> TrainOptions:
-    """TrainOptions from an argparse namespace (attributes of the same names; missing ones keep defaults)."""
-    kw = {f.name: getattr(ns, f.name) for f in fields(TrainOptions) if getattr(ns, f.name, None) is not None}
-    kw.update(extra)
-    return TrainOptions(**kw).check()

@@ -387,14 +387,14 @@ def add_train_parser(sub) -> None:
     t.add_argument("--device", default="auto")
     t.add_argument("--resume", action="store_true", help="continue OUT's checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
-    for flag, kind in (("steps", int), ("batch", int), ("lr", float), ("warmup", int), ("weight-decay", float),
-                       ("grad-clip", float), ("ema", float), ("seed", int), ("save-every", int), ("log-every", int),
-                       ("audio-dropout", float), ("uncond-dropout", float), ("first-clip-prob", float),
-                       ("reference-frame-prob", float), ("t-min", int), ("t-max", int), ("mouth-weight", float),
-                       ("kl-weight", float),
-                       ("perceptual-weight", float),
-                       ("from-steps", int), ("to-steps", int), ("teacher-guidance", float)):
-        t.add_argument(f"--{flag}", type=kind, default=None)
+    from dataclasses import fields
+
+    from engine.train_options import TrainOptions
+
+    for f in fields(TrainOptions):
+        if "help" in f.metadata:  # the numeric options; shown with their defaults
+            t.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float}[str(f.type)],
+                           default=None, help=f"{f.metadata['help']} (default: {f.default})")
     t.add_argument("--train-spatial", action="store_true", help="stage2: also train the spatial layers")
     t.add_argument("--decoder-only", action="store_true",
                    help="vae: fine-tune only the decoder of --init's VAE (latents and latent caches stay valid)")
@@ -404,7 +404,7 @@ def add_train_parser(sub) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
     from engine.model import resolve_device
-    from engine.train import options_from
+    from engine.train_options import options_from
 
     cfg = ModelConfig.from_name(args.preset)
     try:

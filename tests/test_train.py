@@ -386,6 +386,35 @@ def test_cli_train_bad_input(tmp_path, capsys):
     assert code == 2 and "one weight per --data folder" in capsys.readouterr().err
 
 
+def test_cli_train_flags_come_from_train_options(capsys):
+    """Every numeric TrainOptions field is a `livehead train` flag whose help shows its default, and a
+    flag given on the command line reaches the options the stage runs with."""
+    import argparse
+    from dataclasses import fields
+
+    from engine.train_options import options_from
+    from server.cli import _parser
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    numeric = [f for f in fields(TrainOptions) if f.type in ("int", "float")]
+    assert len(numeric) >= 20
+    for f in numeric:
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert f"{f.metadata['help']} (default: {f.default})" in text, flag
+    args = _parser().parse_args(["train", "stage2", "--data", "d", "--out", "o", "--mouth-weight", "12.5",
+                                 "--t-min", "999", "--t-max", "999", "--batch", "3"])
+    assert isinstance(args, argparse.Namespace)
+    opts = options_from(args, progress=False)
+    assert (opts.mouth_weight, opts.t_min, opts.t_max, opts.batch) == (12.5, 999, 999, 3)
+    assert opts.lr == TrainOptions().lr  # not given: the default
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "stage2", "--data", "d", "--out", "o", "--batch", "two"])
+    assert "invalid int value" in capsys.readouterr().err
+
+
 def test_mouth_weights_mark_the_lips_of_real_faces():
     """The mouth box, placed from the clip's face mask alone, holds every lip landmark of a GRID clip
     (each frame's own Face Mesh) and no eye landmark, at the tiny preset's 16² latent grid."""
