@@ -112,17 +112,21 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return vae_loss(model.vae, x, opts, gen)
 
-    trainer.run(loss_fn, "vae")
+    def export() -> list[Path]:
+        """OUT/weights from the current (EMA) state: at every save, on Ctrl-C and at the end."""
+        state = trainer.export_state()
+        vae = AutoencoderKL(cfg.vae).to(device)
+        vae.load_state_dict({k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")})
+        info = {"stage": "vae", "step": trainer.step, "decoder_only": opts.decoder_only}
+        if not opts.decoder_only:  # a decoder fine-tune keeps the init's (calibrated) latent space as it is
+            images = frames.sample(CALIBRATION_FRAMES, torch.Generator().manual_seed(opts.seed + 1)).to(device)
+            info["latent_std_before_calibration"] = calibrate_latent_scale(vae.eval(), images)
+            state.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
+        written = export_weights(cfg, state, out / WEIGHTS_DIR, info=info)
+        if cfg.name == "tiny" and weights_bytes(written) > MAX_WEIGHTS_BYTES:
+            raise InputError(f"exported weights exceed {MAX_WEIGHTS_BYTES / 1e6:.0f} MB")
+        return written
 
-    state = trainer.export_state()
-    vae = AutoencoderKL(cfg.vae).to(device)
-    vae.load_state_dict({k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")})
-    info = {"stage": "vae", "step": trainer.step, "decoder_only": opts.decoder_only}
-    if not opts.decoder_only:  # a decoder fine-tune keeps the init's (calibrated) latent space as it is
-        images = frames.sample(CALIBRATION_FRAMES, torch.Generator().manual_seed(opts.seed + 1)).to(device)
-        info["latent_std_before_calibration"] = calibrate_latent_scale(vae.eval(), images)
-        state.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
-    written = export_weights(cfg, state, out / WEIGHTS_DIR, info=info)
-    if cfg.name == "tiny" and weights_bytes(written) > MAX_WEIGHTS_BYTES:
-        raise InputError(f"exported weights exceed {MAX_WEIGHTS_BYTES / 1e6:.0f} MB")
+    trainer.run(loss_fn, "vae", on_save=export)
+    export()
     return out / WEIGHTS_DIR

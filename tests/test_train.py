@@ -294,6 +294,42 @@ def test_vae_overfits_and_calibration_keeps_decoding(cfg, data_dir, tmp_path):
     assert load_model(cfg, weights_dir=weights) is not None
 
 
+def test_vae_ctrl_c_exports_calibrated_weights_and_resume_is_exact(cfg, data_dir, tmp_path, monkeypatch):
+    """The VAE stage exports OUT/weights (calibrated) at every save and on Ctrl-C, as the diffusion
+    stages do; resuming after Ctrl-C ends where the uninterrupted run ends."""
+    import os
+    import signal
+
+    import engine.train_vae as vae_module
+
+    cache = tmp_path / "cache"
+    full = train_vae(cfg, [data_dir], tmp_path / "a", _opts(steps=4, save_every=2), cache=cache)
+    real_loss, calls = vae_module.vae_loss, []
+
+    def loss_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        out = real_loss(*args, **kwargs)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(vae_module, "vae_loss", loss_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae(cfg, [data_dir], tmp_path / "b", _opts(steps=4, save_every=2), cache=cache)
+    info = json.loads((tmp_path / "b" / "weights" / "livehead.json").read_text())
+    assert info["stage"] == "vae" and info["step"] == 3 and "latent_std_before_calibration" in info
+    model = load_model(cfg, weights_dir=tmp_path / "b" / "weights")
+    x = torch.from_numpy(np.stack([_clip(0).frames[0], _clip(1).frames[5]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        assert 0.3 < float(model.vae.encode_mean(x).std()) < 3.0  # calibrated, not the raw latent scale
+    monkeypatch.setattr(vae_module, "vae_loss", real_loss)
+    resumed = train_vae(cfg, [data_dir], tmp_path / "b", _opts(steps=4, save_every=2), cache=cache, resume=True)
+    a = load_model(cfg, weights_dir=full).vae.state_dict()
+    b = load_model(cfg, weights_dir=resumed).vae.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_vae_decoder_only_keeps_the_latent_space_and_the_cache(cfg, data_dir, tmp_path):
     first = train_vae(cfg, [data_dir], tmp_path / "vae", _opts(steps=2), cache=tmp_path / "cache")
     with pytest.raises(InputError, match="--init"):
