@@ -8,8 +8,8 @@
     livehead weights download echomimic-v1-acc|echomimic-v1 [--dir DIR] [--quiet]
     livehead weights convert DIR [--preset echomimic-v1-acc] [--out DIR2] [--dtype fp16|bf16|fp32] [--quiet]
     livehead eval --data DIR [--preset tiny] [--weights DIR] [--out RESULT.json] [--reference PHOTO]
-                  [--ground-truth [--shift N]] [--identity-stride K] [--limit N] [--seed S] [--steps N]
-                  [--device auto] [--series] [--quiet]
+                  [--ground-truth [--shift N] | --vae-roundtrip] [--identity-stride K] [--limit N] [--seed S]
+                  [--steps N] [--device auto] [--series] [--quiet]
     livehead live --mic | --audio FILE [--image PHOTO] [--out OUT.mp4] [--seconds S] [--no-window] [--json OUT]
     livehead train vae|stage1|stage2|distill --data DIR [--data DIR2 --mix 1,1] --out RUN [--init WEIGHTS]
                    [--whisper FILE] [--steps N] [--batch B] [--lr LR] [--ema D] [--resume] [--device auto] [--quiet]
@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--ground-truth", action="store_true", help="score the clips' own videos instead of the model "
                    "(the best achievable figures)")
     v.add_argument("--shift", type=int, default=0, help="with --ground-truth: delay the video by N frames")
+    v.add_argument("--vae-roundtrip", action="store_true", help="score the clips' own videos after the "
+                   "weights' VAE (encode + decode): the ceiling the VAE puts on the model")
     v.add_argument("--identity-stride", type=int, default=1, help="embed every K-th frame for the identity metric")
     v.add_argument("--limit", type=int, default=None, help="only the first N clips")
     v.add_argument("--seed", type=int, default=0)
@@ -249,6 +251,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise_input(f"--identity-stride must be at least 1, got {args.identity_stride}")
     if args.shift and not args.ground_truth:
         raise_input("--shift only applies with --ground-truth")
+    if args.vae_roundtrip and args.ground_truth:
+        raise_input("--vae-roundtrip and --ground-truth exclude each other (both score the clips' own videos)")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise_input(f"output directory does not exist: {Path(args.out).parent}; create it first")
     clips = find_clips(args.data)
@@ -265,12 +269,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         runners = make_runners(cfg, "torch", args.weights, args.device, progress=not args.quiet)
         print_seeded_note(cfg, args.weights)
-        generate = lambda clip: generate_frames(runners, clip.reference, clip.mask, clip.pcm,  # noqa: E731
-                                                seed=args.seed)
+        if args.vae_roundtrip:
+            from engine.evaluate import vae_roundtrip_frames
+
+            generate = lambda clip: vae_roundtrip_frames(runners, clip.gt_frames)  # noqa: E731
+        else:
+            generate = lambda clip: generate_frames(runners, clip.reference, clip.mask, clip.pcm,  # noqa: E731
+                                                    seed=args.seed)
     result = evaluate_clips(clips, cfg.stream.image_size, generate, identity_stride=args.identity_stride,
-                            reference=reference, shift=args.shift, progress=not args.quiet, series=args.series)
-    result = {"model": "ground-truth" if args.ground_truth else cfg.name,
-              "weights": None if args.ground_truth else weights_label(cfg, args.weights),
+                            reference=reference, shift=args.shift, progress=not args.quiet, series=args.series,
+                            with_silence=not args.vae_roundtrip)
+    model = "ground-truth" if args.ground_truth else f"{cfg.name} VAE round trip" if args.vae_roundtrip else cfg.name
+    result = {"model": model, "weights": None if args.ground_truth else weights_label(cfg, args.weights),
               "data": str(args.data), "steps": cfg.sampler.steps, "seed": args.seed, **result}
     text = json.dumps(result, indent=1) + "\n"
     if args.out:

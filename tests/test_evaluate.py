@@ -91,6 +91,40 @@ def test_model_path_end_to_end(tmp_path):
     assert result["clips"][0]["audio_effect_mouth"] >= 0 and result["summary"]["audio_effect_elsewhere"] >= 0
 
 
+def test_vae_roundtrip_scores_the_clip_through_the_vae(tmp_path, capsys):
+    """`--vae-roundtrip`: every frame of the clip's own video goes through the weights' VAE (in batches,
+    the last one partial), and those frames are scored; no silence run, and it excludes --ground-truth."""
+    import torch
+
+    from engine.config import ModelConfig
+    from engine.evaluate import vae_roundtrip_frames
+    from engine.model import SEEDED, TorchRunners, load_model
+
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=TalkerStyle(blink_interval=0))
+    clip = talker.render(buzz_speech([Phone("sil", 0.0, 0.1), Phone("a", 0.1, 0.3), Phone("sil", 0.3, 0.4)]))
+    cfg = ModelConfig.from_name("tiny")
+    model = load_model(cfg, SEEDED)
+    frames = list(clip.frames)
+    out = vae_roundtrip_frames(TorchRunners(model), frames, batch=4)
+    assert len(out) == len(frames) and out[0].shape == frames[0].shape and out[0].dtype == np.uint8
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack(frames[-2:])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        y = model.vae.decode_to_unit(model.vae.encode_mean(x))
+    expect = (y * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(out[-1].astype(int) - expect[-1]).max() <= 1 and not np.array_equal(out[-1], frames[-1])
+
+    write_clip(clip, tmp_path / "short")
+    result_path = tmp_path / "r.json"
+    assert cli_main(["eval", "--data", str(tmp_path), "--vae-roundtrip", "--weights", "seeded", "--quiet",
+                     "--identity-stride", "5", "--out", str(result_path)]) == 0
+    result = json.loads(result_path.read_text())
+    assert result["model"] == "tiny VAE round trip" and result["clips"][0]["frames"] == len(frames)
+    assert "audio_effect_mouth" not in result["clips"][0]
+    capsys.readouterr()
+    assert cli_main(["eval", "--data", str(tmp_path), "--vae-roundtrip", "--ground-truth"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_audio_response_sees_the_mouth_move():
     """A synthetic clip against a still of its closed-mouth first frame: the difference sits in the mouth
     box and grows with the generator's mouth opening; the clip against itself shows nothing."""
