@@ -72,6 +72,13 @@ A second CPU run (README table) compared `--mouth-weight 10` with plain MSE at e
 weighted arm's audio effect sits on the mouth (1.8-2.4× the rest of the face, against 0.65-0.88×)
 and is 2.2-4.4× larger there, but at about one grey level it does not yet move the lips visibly.
 The GPU recipe should use `--mouth-weight 10` in stage 2.
+
+What held both back was the VAE: `livehead eval --vae-roundtrip` (the clips through the VAE alone)
+gives mouth correlation 0.05 on held-out GRID after 1500 VAE steps and 0.71 after 5431. Check the VAE
+that way before stage 2. The shipped weights (README, *Training*): the 1500-step VAE resumed to step
+5431 (1.7 steps/s on 2 threads), its latents re-cached, then stage 2 from the weighted arm's step 2000
+with `--mouth-weight 30` for 600 + 1166 steps (2.1 s/step on 2 threads), adding 360 synthetic clips of
+the bundled portrait and the training photos with 60 more sentences (`--mix 1,2,4,1`).
 """
 
 from __future__ import annotations
