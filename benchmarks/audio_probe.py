@@ -10,10 +10,10 @@ audio attention reads). A ridge regression from a frame's tokens (the encoder's 
 the frame's K positions, K·384 features) to the mouth opening `lag` frames later is fitted on the
 clips of three quarters of the sentences and scored (Pearson r) on the clips of the other quarter.
 
-What it tells: the correlation at lag 0 is what a linear read-out of the tokens could reach (an
-upper bound for nothing, but a floor for what the denoiser's audio attention has to work with); the
-lag where it peaks says whether tokens and frames are aligned (a schedule off by k frames peaks at
-−k). It does not involve the denoiser or its weights.
+What it tells: the correlation at lag 0 is what a linear read-out of the tokens already reaches, a
+floor for the information the denoiser's audio attention has to work with; the lag where it peaks says
+whether tokens and frames are aligned (a schedule off by k frames peaks at −k). It does not involve
+the denoiser or its weights.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from engine.train import build_model  # noqa: E402
 from engine.train_data import gather_tokens, session_audio_tokens  # noqa: E402
 
 LAGS = range(-8, 9)
-RIDGE = 1000.0  # on standardised features; flat over 1e2..1e4 on the synthetic clips
+RIDGE = 1000.0  # L2 penalty on standardised features
 
 
 def clip_features(encoder, cfg: ModelConfig, doc_path: Path) -> tuple[np.ndarray, np.ndarray, str]:
