@@ -438,15 +438,11 @@ def vae_roundtrip_frames(runners, frames: list[np.ndarray], batch: int = 16) -> 
     """Each frame ([S, S, 3] uint8) through the model's VAE: encoded to its latent (the posterior mean,
     as training caches it) and decoded. A denoiser that predicted every latent exactly would show
     these frames, so scoring them gives the ceiling the VAE puts on every metric."""
-    import torch
-
-    from engine.session import to_uint8
+    from engine.session import to_pixels, to_uint8
 
     out: list[np.ndarray] = []
     for a in range(0, len(frames), batch):
-        chunk = np.stack(frames[a:a + batch])
-        pixels = torch.from_numpy(chunk).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        out += list(to_uint8(runners.decode(runners.encode_image(pixels))))
+        out += list(to_uint8(runners.decode(runners.encode_image(to_pixels(np.stack(frames[a:a + batch]))))))
     return out
 
 

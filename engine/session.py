@@ -54,8 +54,7 @@ def prepare_avatar(runners: Runners, image: np.ndarray, mask: np.ndarray) -> Ava
     size = runners.cfg.stream.image_size
     if image.shape != (size, size, 3) or mask.shape != (size, size):
         raise InputError(f"avatar image must be {size}x{size} RGB with a {size}x{size} mask, got {image.shape}")
-    pixels = torch.from_numpy(np.ascontiguousarray(image).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    ref_latents = runners.encode_image(pixels)
+    ref_latents = runners.encode_image(to_pixels(image[None]))
     face = runners.face_features(torch.from_numpy(mask.astype(np.float32))[None, None])
     return Avatar(image=image, ref_latents=ref_latents, face=face, reference_kv=runners.reference_kv(ref_latents))
 
@@ -146,6 +145,11 @@ class AudioRing:
         """Drop every sample at or after `index` (barge-in)."""
         if index < self.end:
             self.buf = self.buf[: max(index - self.start, 0)]
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """images [N, S, S, 3] uint8 → pixels [N, 3, S, S] float32 in [-1, 1], the VAE's input (to_uint8's inverse)."""
+    return torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:

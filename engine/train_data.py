@@ -36,6 +36,7 @@ import torch
 from engine.audio_encoder import StreamingAudioFeatures, frame_audio_tokens, frame_token_index
 from engine.config import ModelConfig
 from engine.errors import InputError
+from engine.session import to_pixels
 
 FPS = 25
 VIDEO_SUFFIXES = (".mpg", ".mpeg", ".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -389,8 +390,7 @@ def encode_clip(model, cfg: ModelConfig, clip: Clip) -> dict[str, torch.Tensor]:
     n = len(clip.frames)
 
     def encode(images: np.ndarray) -> torch.Tensor:  # uint8 [N, S, S, 3] → [N, 4, s, s]
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return model.vae.encode_mean(x.to(device, dtype)).float().cpu()
+        return model.vae.encode_mean(to_pixels(images).to(device, dtype)).float().cpu()
 
     latents = torch.cat([encode(clip.frames[i:i + ENCODE_BATCH]) for i in range(0, n, ENCODE_BATCH)])
     stack, index = session_audio_tokens(model.audio_encoder, clip.audio, cfg, n)
@@ -600,5 +600,5 @@ class FrameSampler:
             img = self.store.frames(i, [k])[0]
             if u[j, 1] < 0.5:  # horizontal flip: faces are near-symmetric
                 img = img[:, ::-1]
-            images.append(torch.from_numpy(np.ascontiguousarray(img)))
-        return torch.stack(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            images.append(img)
+        return to_pixels(np.stack(images))
