@@ -77,7 +77,7 @@ What held both back was the VAE: `livehead eval --vae-roundtrip` (the clips thro
 gives mouth correlation 0.05 on held-out GRID after 1500 VAE steps and 0.71 after 5431. Check the VAE
 that way before stage 2. The shipped weights (README, *Training*): the 1500-step VAE resumed to step
 5431 (1.7 steps/s on 2 threads), its latents re-cached, then stage 2 from the weighted arm's step 2000
-with `--mouth-weight 30` for 600 + 1166 steps (2.1 s/step on 2 threads), adding 360 synthetic clips of
+with `--mouth-weight 30` for 600 + 1166 steps (2.0 s/step on 2 threads), adding 360 synthetic clips of
 the bundled portrait and the training photos with 60 more sentences (`--mix 1,2,4,1`).
 """
 
