@@ -80,12 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
 
     b = sub.add_parser("bench", help="frames per second of a streaming session, against torch in the same run")
-    b.add_argument("--preset", default="tiny")
-    b.add_argument("--weights", default=None)
+    b.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
+    b.add_argument("--weights", default=None, help="weights directory (tiny: its shipped weights, or 'seeded')")
     b.add_argument("--backend", default="onnxruntime", help="torch, onnxruntime or tensorrt")
-    b.add_argument("--exported", default=None)
-    b.add_argument("--device", default="auto")
-    b.add_argument("--runs", type=int, default=5)
+    b.add_argument("--exported", default=None, help="ONNX export directory (default: exported/PRESET, exported "
+                   "on first use)")
+    b.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    b.add_argument("--runs", type=int, default=5, help="timed runs after one warm-up; the median is reported")
     b.add_argument("--audio-seconds", type=float, default=None, help="use only the first seconds of the clip")
     b.add_argument("--json", default=None, help="where to save the figures (default: "
                    "benchmarks/results/bench_PRESET_BACKEND.json)")
@@ -208,6 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from engine.config import ModelConfig
     from engine.face import prepare_portrait
     from engine.media import load_audio, load_image
+    from engine.model import weights_label
     from engine.session import prepare_avatar
     from server.backends import make_runners
 
@@ -226,7 +228,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         figures[backend] = session_fps(runners, avatar, pcm, cfg.audio.sample_rate, args.runs)
         print(f"{backend:12s} {figures[backend]['fps']:6.1f} frames/s (median of {args.runs}, "
               f"{figures[backend]['frames']} frames of {len(pcm) / cfg.audio.sample_rate:.1f} s audio)")
-    result = {"benchmark": "livehead bench", "preset": cfg.name, "backend": args.backend, "device": machine_info(),
+    result = {"benchmark": "livehead bench", "preset": cfg.name, "backend": args.backend,
+              "weights": weights_label(cfg, args.weights), "sampling_steps": cfg.sampler.steps,
+              "audio_seconds": round(len(pcm) / cfg.audio.sample_rate, 3), "device": machine_info(),
               "runs": args.runs, "figures": figures}
     if len(backends) > 1:
         ratio = figures[args.backend]["fps"] / figures["torch"]["fps"]

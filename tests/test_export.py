@@ -123,6 +123,7 @@ def test_bench_command_saves_json(exported, tmp_path, capsys):
     assert result["speedup_vs_torch"] == pytest.approx(
         result["figures"]["onnxruntime"]["fps"] / result["figures"]["torch"]["fps"], rel=1e-2)
     assert "onnxruntime" in result["device"]
+    assert result["weights"] == "bundled" and result["sampling_steps"] == 1 and result["audio_seconds"] == 1.0
 
 
 # ---- TensorRT logic without the TensorRT runtime ---------------------------------------------------
