@@ -51,6 +51,24 @@ def test_grid_clip_against_itself_and_shifted(grid_clip):
     assert "identity_same" not in late
 
 
+def test_long_session_segments_score_each_stretch_against_its_own_truth(grid_clip):
+    from benchmarks.long_session import score_segments, segment_bounds
+
+    assert segment_bounds(250, 250) == [(0, 250)]
+    assert segment_bounds(260, 250) == [(0, 260)]  # a 10-frame tail joins the segment before it
+    assert segment_bounds(400, 250) == [(0, 250), (250, 400)]
+    with pytest.raises(InputError):
+        segment_bounds(10, 0)
+    c = grid_clip
+    segments = score_segments(c.gt_frames, c, 16000, 25, identity_stride=25)
+    assert [(s["start_s"], s["end_s"]) for s in segments] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    spoken = [s for s in segments if s["mouth_corr_gt"] is not None]
+    assert spoken and all(s["mouth_corr_gt"] == pytest.approx(1.0) for s in spoken)
+    assert all(s["identity_same"] == 1.0 for s in segments)
+    late = score_segments(shift_frames(c.gt_frames, 4), c, 16000, 25, identity_stride=25)
+    assert min(s["mouth_corr_gt"] for s in late if s["mouth_corr_gt"] is not None) < 0.9
+
+
 def test_synthetic_clip_against_its_parameters(tmp_path):
     phones = [Phone("sil", 0.0, 0.4), Phone("b", 0.4, 0.5), Phone("a", 0.5, 0.9), Phone("m", 0.9, 1.0),
               Phone("a", 1.0, 1.3), Phone("sil", 1.3, 2.0)]
