@@ -216,3 +216,31 @@ def test_clip_without_a_face(tmp_path):
     with pytest.raises(InputError, match="no face found in the first frame of .*blank.mp4"):
         prepare_clip(blank, 128)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_distill_vs_teacher_compares_both_models_on_the_same_clips(tmp_path):
+    """The distillation benchmark on one short clip: both models scored, gaps computed from their own
+    summaries, both timed."""
+    from benchmarks.distill_vs_teacher import gap, main as bench_main
+
+    assert gap(0.45, 0.5) == {"teacher": 0.5, "student": 0.45, "abs": -0.05, "rel": -0.1, "within_10pct": True,
+                              "better": False, "kept": True}
+    assert gap(0.4, 0.5)["kept"] is False and gap(None, 0.5)["abs"] is None
+    assert gap(0.6, 0.5)["within_10pct"] is False and gap(0.6, 0.5)["kept"] is True  # better counts as kept
+    assert gap(0.6, 0.5, higher_is_better=False)["kept"] is False  # a distance that grew
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=TalkerStyle(blink_interval=0))
+    clip = talker.render(buzz_speech([Phone("sil", 0.0, 0.1), Phone("a", 0.1, 0.3), Phone("sil", 0.3, 0.4)]))
+    write_clip(clip, tmp_path / "short")
+    out = tmp_path / "cmp.json"
+    assert bench_main(["--teacher", "seeded", "--teacher-steps", "2", "--student", str(ASSETS / "tiny"),
+                       "--data", str(tmp_path), "--identity-stride", "5", "--runs", "1", "--quiet",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["models"]["teacher"] == {"weights": "seeded", "steps": 2}
+    rows = result["comparison"][str(tmp_path)]
+    summaries = {n: e["summary"] for n, e in result["evals"][str(tmp_path)].items()}
+    for key in CRITERIA:
+        assert rows[key]["teacher"] == summaries["teacher"][key] and rows[key]["student"] == summaries["student"][key]
+    # the shipped weights draw a face where the seeded model does not
+    assert summaries["student"]["face_detected"] > summaries["teacher"]["face_detected"]
+    assert result["speed"]["teacher"]["fps"] > 0 and result["speed"]["student"]["frames"] == 100

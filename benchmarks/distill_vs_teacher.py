@@ -1,0 +1,124 @@
+"""A distilled student against its teacher: the eval metrics on the same clips and the speed, in one run.
+
+    python benchmarks/distill_vs_teacher.py --teacher RUN/teacher/weights --teacher-steps 4 \\
+        --student RUN/distill/weights --student-steps 1 --data CLIPS [--data MORE] \\
+        [--baseline engine/assets/tiny] [--out benchmarks/results/distill_vs_teacher.json]
+
+For every --data folder both models run `livehead eval`'s evaluation (`engine.evaluate.evaluate_clips`,
+same clips, same seed, same identity stride), and each of the issue's metrics is compared: the student's
+gap to the teacher, absolute and relative to the teacher's value, whether it is within 10 % and whether
+it is better (`kept`: within 10 % or better, so the distillation lost at most a tenth).
+Relative gaps of a correlation near zero say little, so the absolute gap is reported beside them.
+Then both run the streaming session on the bundled 4 s clip (`livehead bench`'s measure, torch, the
+threads this process has) for frames per second. `--baseline` adds a third model (e.g. the shipped
+weights) to every table, measured the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.bench import machine_info, session_fps  # noqa: E402
+from engine.config import ModelConfig  # noqa: E402
+from engine.errors import InputError  # noqa: E402
+from engine.evaluate import CRITERIA, evaluate_clips, find_clips, generate_frames  # noqa: E402
+from engine.model import TorchRunners, load_model  # noqa: E402
+
+WITHIN = 0.10
+COMPARED = tuple(CRITERIA) + ("mouth_corr_audio", "identity_distance_median", "mouth_change_corr_gt")
+LOWER_IS_BETTER = ("identity_distance_median",)
+
+
+def gap(student: float | None, teacher: float | None, higher_is_better: bool = True) -> dict:
+    """The student's gap to the teacher on one metric: absolute, relative to |teacher|, within 10 %, better,
+    and `kept` (within 10 % or better: the distillation lost at most a tenth of the teacher's figure)."""
+    if student is None or teacher is None:
+        return {"teacher": teacher, "student": student, "abs": None, "rel": None, "within_10pct": None,
+                "better": None, "kept": None}
+    diff = student - teacher
+    rel = diff / abs(teacher) if teacher else None
+    within = abs(diff) <= WITHIN * abs(teacher) if teacher else diff == 0
+    better = diff > 0 if higher_is_better else diff < 0
+    return {"teacher": teacher, "student": student, "abs": round(diff, 4),
+            "rel": None if rel is None else round(rel, 4), "within_10pct": within, "better": better,
+            "kept": within or better}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--teacher", required=True, help="the teacher's weights directory")
+    p.add_argument("--teacher-steps", type=int, required=True, help="sampling steps of the teacher")
+    p.add_argument("--student", required=True, help="the distilled student's weights directory")
+    p.add_argument("--student-steps", type=int, default=1, help="sampling steps of the student")
+    p.add_argument("--baseline", default=None, help="a third weights directory to measure alongside")
+    p.add_argument("--baseline-steps", type=int, default=1)
+    p.add_argument("--data", action="append", required=True, help="folder of eval clips (repeat for several)")
+    p.add_argument("--identity-stride", type=int, default=2)
+    p.add_argument("--runs", type=int, default=5, help="timed session runs for frames per second")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_vs_teacher.json"))
+    args = p.parse_args(argv)
+    try:
+        base = ModelConfig.from_name(args.preset)
+        models = {"teacher": (args.teacher, args.teacher_steps), "student": (args.student, args.student_steps)}
+        if args.baseline:
+            models["baseline"] = (args.baseline, args.baseline_steps)
+        runners = {name: TorchRunners(load_model(base.with_steps(steps), weights))
+                   for name, (weights, steps) in models.items()}
+        sets = {d: find_clips(d) for d in args.data}
+        evals: dict = {}
+        for d, clips in sets.items():
+            evals[d] = {}
+            for name, r in runners.items():
+                gen = lambda clip, r=r: generate_frames(r, clip.reference, clip.mask, clip.pcm, seed=args.seed)  # noqa: E731
+                evals[d][name] = evaluate_clips(clips, base.stream.image_size, gen,
+                                                identity_stride=args.identity_stride, progress=not args.quiet)
+                s = evals[d][name]["summary"]
+                print(f"{d} {name:8s} " + "  ".join(f"{k} {s.get(k)}" for k in COMPARED))
+        speed = _speed(runners, base, args.runs)
+    except InputError as err:
+        print(f"distill_vs_teacher: error: {err}", file=sys.stderr)
+        return 2
+    comparison = {d: {k: gap(e["student"]["summary"].get(k), e["teacher"]["summary"].get(k),
+                             higher_is_better=k not in LOWER_IS_BETTER) for k in COMPARED}
+                  for d, e in evals.items()}
+    for d, rows in comparison.items():
+        print(f"{d}: student within 10 % of the teacher or better on "
+              + ", ".join(f"{k} {'yes' if g['kept'] else 'no'} ({g['abs']:+})" for k, g in rows.items()
+                          if g["abs"] is not None))
+    for name, f in speed.items():
+        print(f"{name:8s} {f['fps']:6.1f} frames/s ({models[name][1]} steps)")
+    result = {"benchmark": "distill_vs_teacher", "preset": base.name, "device": machine_info(),
+              "models": {n: {"weights": w, "steps": s} for n, (w, s) in models.items()},
+              "comparison": comparison, "speed": speed,
+              "evals": {d: {n: {"summary": e["summary"], "clips": e["clips"]} for n, e in v.items()}
+                        for d, v in evals.items()}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {args.out}")
+    return 0
+
+
+def _speed(runners: dict, cfg: ModelConfig, runs: int) -> dict:
+    """Frames per second of each model's streaming session on the bundled clip (`livehead bench`'s measure)."""
+    from engine.face import prepare_portrait
+    from engine.media import load_audio, load_image
+    from engine.session import prepare_avatar
+    from server.cli import DEFAULT_AUDIO, DEFAULT_IMAGE
+
+    crop = prepare_portrait(load_image(DEFAULT_IMAGE), cfg.stream.image_size)
+    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)
+    return {name: session_fps(r, prepare_avatar(r, crop.image, crop.mask), pcm, cfg.audio.sample_rate, runs)
+            for name, r in runners.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
