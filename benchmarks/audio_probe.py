@@ -19,8 +19,6 @@ the denoiser or its weights.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
@@ -28,11 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from engine.config import ModelConfig  # noqa: E402
 from engine.errors import InputError  # noqa: E402
+from engine.bench import machine_info, save_result  # noqa: E402
 from engine.media import load_audio  # noqa: E402
 from engine.synthetic_talker import read_params  # noqa: E402
 from engine.train import build_model  # noqa: E402
@@ -106,8 +104,7 @@ def main() -> int:
     best = max(rows, key=lambda row: row["test_r"])
     result = {
         "benchmark": "audio_probe",
-        "device": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "device": machine_info(),
         "settings": {"preset": cfg.name, "features": "last encoder layer at each of the frame's positions",
                      "ridge": RIDGE, "fit_clips": len(fit), "test_clips": len(test),
                      "fit_sentences": len(sentences) - len(held), "test_sentences": len(held)},
@@ -115,8 +112,7 @@ def main() -> int:
         "best_lag_frames": best["lag_frames"],
         "r_at_lag_0": next(row["test_r"] for row in rows if row["lag_frames"] == 0),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    save_result(args.out, result)
     print(f"best lag {best['lag_frames']:+d} (r = {best['test_r']:.3f}); saved {args.out}", file=sys.stderr)
     return 0
 

@@ -17,14 +17,13 @@ weights) to every table, measured the same way.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.bench import machine_info, session_fps  # noqa: E402
+from engine.bench import machine_info, save_result, session_fps  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.errors import InputError  # noqa: E402
 from engine.evaluate import CRITERIA, evaluate_clips, find_clips, generate_frames  # noqa: E402
@@ -101,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
               "comparison": comparison, "speed": speed,
               "evals": {d: {n: {"summary": e["summary"], "clips": e["clips"]} for n, e in v.items()}
                         for d, v in evals.items()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    save_result(args.out, result)
     print(f"saved {args.out}")
     return 0
 

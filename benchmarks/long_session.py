@@ -16,7 +16,6 @@ A model that drifts shows the identity distance rising and the mouth figures fal
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.bench import machine_info  # noqa: E402
+from engine.bench import machine_info, save_result  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.errors import InputError  # noqa: E402
 from engine.evaluate import FPS, evaluate_pair, find_clips, generate_frames, prepare_clip  # noqa: E402
@@ -96,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "long_session", "preset": cfg.name, "weights": weights_label(cfg, args.weights),
               "sampling_steps": cfg.sampler.steps, "segment_seconds": args.segment_seconds,
               "device": machine_info(), "clips": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    save_result(args.out, result)
     print(f"saved {args.out}")
     return 0
 

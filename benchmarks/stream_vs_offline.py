@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from engine.bench import machine_info, save_result  # noqa: E402
 from engine.media import load_audio  # noqa: E402
 from engine.model import TorchRunners  # noqa: E402
 from engine.offline import OfflineTrace  # noqa: E402
@@ -127,14 +127,12 @@ def main() -> int:
     result = {
         "benchmark": "stream_vs_offline",
         "fixtures": Path(args.fixtures).name,
-        "device": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "device": machine_info(),
         "settings": {"fps": fx.fps, "window_frames": fx.context_frames, "motion_frames": fx.context_overlap,
                      "steps": fx.model_config.sampler.steps, "weights": "fixture (random, EchoMimic key format)"},
         "cases": cases,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    save_result(args.out, result)
     print(f"saved {args.out}", file=sys.stderr)
     return 0
 

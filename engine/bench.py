@@ -3,6 +3,7 @@ benchmarks report. Measured, not estimated: warm-up first, then the median of ti
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -45,6 +46,14 @@ def session_fps(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate: 
     median = statistics.median(times)
     return {"fps": frames / median, "frames": frames, "runs_s": [round(t, 4) for t in times],
             "median_s": round(median, 4)}
+
+
+def save_result(path: str | Path, result: dict) -> Path:
+    """Write a benchmark's result as indented JSON (creating the folder); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
 
 
 def cpu_name() -> str:

@@ -205,7 +205,7 @@ def _export_check(cfg, model, out: Path) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine.bench import machine_info, session_fps
+    from engine.bench import machine_info, save_result, session_fps
     from engine.config import ModelConfig
     from engine.face import prepare_portrait
     from engine.media import load_audio, load_image
@@ -236,9 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ratio = figures[args.backend]["fps"] / figures["torch"]["fps"]
         result["speedup_vs_torch"] = round(ratio, 3)
         print(f"{args.backend} is {ratio:.2f}x the torch backend's frames/s (same run)")
-    out = Path(args.json) if args.json else Path("benchmarks/results") / f"bench_{cfg.name}_{args.backend}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = save_result(args.json or Path("benchmarks/results") / f"bench_{cfg.name}_{args.backend}.json", result)
     print(f"saved {out}")
     return 0
 
