@@ -111,6 +111,9 @@ class SamplerConfig:
     steps: int = 6
     guidance_scale: float = 1.0  # > 1: classifier-free guidance, uncond = no audio, no face, no reference
     init_noise_clamp: float = 1.5
+    # Share m of the reference latent in the diffusion noise: noise = √m·ref + √(1−m)·ε (0: plain ε).
+    # A property of trained weights (their livehead.json records it; `engine.model.trained_sampling`).
+    reference_mix: float = 0.0
 
 
 @dataclass(frozen=True)

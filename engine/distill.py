@@ -34,8 +34,8 @@ import torch
 
 from engine.config import ModelConfig
 from engine.errors import InputError
-from engine.model import AvatarModel
-from engine.sampler import trailing_timesteps
+from engine.model import AvatarModel, trained_sampling
+from engine.sampler import anchored_noise, trailing_timesteps
 from engine.train import (Trainer, TrainOptions, alpha_bar, alphas_cumprod, build_model, conditioned_v, config_doc,
                           finish, prepare_data, run_dir, setup_device, trainable_parameters, window_sampler,
                           CHECKPOINT, WEIGHTS_DIR)
@@ -89,8 +89,9 @@ def distill_loss(student: AvatarModel, teacher: AvatarModel, batch: dict[str, to
     t = grid[torch.randint(0, k, (b,), generator=gen)]
     stride = total // k
     t_end, t_mid = t - stride, t - stride // 2
-    noise = torch.randn(x0[:, :, n:].shape, generator=gen)
-    prefix_noise = torch.randn(x0[:, :, :n].shape, generator=gen)
+    mix = cfg.sampler.reference_mix
+    noise = anchored_noise(torch.randn(x0[:, :, n:].shape, generator=gen), batch["reference"], mix)
+    prefix_noise = anchored_noise(torch.randn(x0[:, :, :n].shape, generator=gen), batch["reference"], mix)
 
     dev = lambda z: z.to(device, non_blocking=True)  # noqa: E731
     prefix0, new0 = dev(x0[:, :, :n]), dev(x0[:, :, n:])
@@ -156,6 +157,10 @@ def distill(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, in
     plan = rounds(opts.from_steps, opts.to_steps)
     if init is None:
         raise InputError("distill needs the trained teacher: pass --init DIR (stage 2's weights)")
+    cfg = trained_sampling(cfg, init)  # the student samples like its teacher: the same reference mix
+    if opts.reference_mix is not None and opts.reference_mix != cfg.sampler.reference_mix:
+        raise InputError(f"the teacher {init} was trained with reference mix {cfg.sampler.reference_mix}; a "
+                         f"student distilled from it keeps that mix (drop --reference-mix {opts.reference_mix})")
     out = run_dir(out)
     if not resume and any(out.glob("round-*")):
         raise InputError(f"{out} already holds a distillation; pass --resume to continue it or choose a new --out")
@@ -186,7 +191,8 @@ def distill(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, in
             return distill_loss(student, teacher, batch, k, opts, alphas, gen, device, bf16)
 
         def export(trainer=trainer, round_dir=round_dir, k=k):
-            return finish(trainer, cfg, round_dir, {"stage": f"distill-{k}", "step": trainer.step, "sampler_steps": k})
+            return finish(trainer, cfg, round_dir, {"stage": f"distill-{k}", "step": trainer.step, "sampler_steps": k,
+                                                    "reference_mix": cfg.sampler.reference_mix})
 
         trainer.run(loss_fn, f"distill {2 * k}→{k} steps", on_save=export)
         final = export()

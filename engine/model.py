@@ -11,6 +11,8 @@ or TensorRT runners (built in `export/`) drop in without the engine knowing abou
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -53,6 +55,30 @@ def resolve_weights(cfg: ModelConfig, weights_dir: str | Path | None) -> Path | 
         return bundled
     raise InputError(f"preset {cfg.name} needs its weights: pass --weights DIR "
                      f"(EchoMimic v1 release layout; see the README)")
+
+
+def with_reference_mix(cfg: ModelConfig, mix: float) -> ModelConfig:
+    """cfg sampling with noise anchored on the reference by `mix` (`SamplerConfig.reference_mix`)."""
+    if not isinstance(mix, (int, float)) or not 0.0 <= mix < 1.0:
+        raise InputError(f"the reference mix must be a number in [0, 1), got {mix!r}")
+    return replace(cfg, sampler=replace(cfg.sampler, reference_mix=float(mix)))
+
+
+def trained_sampling(cfg: ModelConfig, weights_dir: str | Path | None) -> ModelConfig:
+    """cfg with the sampling its weights were trained for: the `reference_mix` their livehead.json records
+    (weights without one, and the seeded model, were trained with plain noise: 0)."""
+    path = resolve_weights(cfg, weights_dir)
+    info = Path(path) / BUNDLED_MARKER if path is not None else None
+    mix = 0.0
+    if info is not None and info.is_file():
+        try:
+            mix = json.loads(info.read_text()).get("reference_mix", 0.0)
+        except (ValueError, AttributeError) as err:
+            raise InputError(f"{info} is not a livehead.json object: {err}") from err
+    try:
+        return with_reference_mix(cfg, mix)
+    except InputError as err:
+        raise InputError(f"{info}: {err}") from err
 
 
 def weights_label(cfg: ModelConfig, weights_dir: str | Path | None) -> str:
@@ -127,6 +153,7 @@ def load_model(cfg: ModelConfig, weights_dir: str | Path | None = None, device: 
     """Build the bundle and fill it (strictly) from `weights_dir`, else the preset's shipped weights, else
     seeded where the preset allows it; `weights_dir="seeded"` asks for the seeded model."""
     device = torch.device(device)
+    cfg = trained_sampling(cfg, weights_dir)
     weights_dir = resolve_weights(cfg, weights_dir)
     if weights_dir is None:
         model = AvatarModel(cfg)

@@ -51,13 +51,18 @@ class OfflineTrace:
 
 def sample_offline(runners: Runners, face: torch.Tensor, kv: tuple[torch.Tensor, ...], tokens: torch.Tensor,
                    sampler: DDIMSampler, size: int, overlap: int, latent_hw: tuple[int, int], seed: int = 420,
-                   guidance: float = 1.0, trace: OfflineTrace | None = None, progress=None) -> torch.Tensor:
-    """tokens [N, Ta, Ca] (one entry per video frame) → final latents [1, 4, N, h, w] (CPU, fp32)."""
+                   guidance: float = 1.0, trace: OfflineTrace | None = None, progress=None,
+                   ref_latents: torch.Tensor | None = None) -> torch.Tensor:
+    """tokens [N, Ta, Ca] (one entry per video frame) → final latents [1, 4, N, h, w] (CPU, fp32).
+
+    ref_latents [1, 4, h, w]: needed when the sampler anchors its noise on the reference
+    (`SamplerConfig.reference_mix` > 0); `trace.latents_init` records the Gaussian draw before that."""
     n = tokens.shape[0]
     gen = torch.Generator().manual_seed(seed)
     latents = sampler.initial_noise((1, 4, n, *latent_hw), gen)
     if trace is not None:
         trace.latents_init = latents.clone()
+    latents = sampler.anchor(latents, None if ref_latents is None else ref_latents.cpu().float())
     windows = context_windows(n, size, overlap)
     for i, t in enumerate(sampler.timesteps):
         acc = torch.zeros_like(latents)

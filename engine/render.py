@@ -121,7 +121,7 @@ def offline_latents(runners: Runners, avatar: Avatar, pcm: np.ndarray, n_frames:
     return sample_offline(runners, avatar.face, avatar.reference_kv, offline_audio_tokens(runners, pcm, n_frames),
                           DDIMSampler(cfg.sampler), cfg.stream.window_frames, cfg.stream.motion_frames,
                           (size, size), seed=seed, guidance=cfg.sampler.guidance_scale, trace=trace,
-                          progress=progress)
+                          progress=progress, ref_latents=avatar.ref_latents)
 
 
 def _generate_offline(runners: Runners, avatar: Avatar, pcm: np.ndarray, out_path, n_frames: int, seed: int,

@@ -36,6 +36,21 @@ def trailing_timesteps(steps: int, train_steps: int = 1000) -> np.ndarray:
     return ts
 
 
+def anchored_noise(noise: torch.Tensor, ref_latents: torch.Tensor | None, mix: float) -> torch.Tensor:
+    """√mix·ref + √(1−mix)·noise: noise [B, 4, F, s, s], ref_latents [B, 4, s, s] broadcast over F.
+
+    A diffusion whose noise is centred on the reference latent instead of 0. The one-step model at
+    t = 999 (ᾱ = 0) then sees the reference's layout in its input, not only through ReferenceNet's
+    attention; the update rules are unchanged (they only use x, v and ᾱ), so training, distillation,
+    the session and the offline sampler all stay consistent when they draw noise through here."""
+    if mix == 0.0:
+        return noise
+    if ref_latents is None:
+        raise ValueError("reference_mix > 0 needs the reference latents")
+    ref = ref_latents.to(noise.dtype).unsqueeze(2)
+    return mix**0.5 * ref + (1.0 - mix) ** 0.5 * noise
+
+
 @dataclass
 class DDIMSampler:
     """Stateless DDIM (eta 0) for v-prediction; `step` maps (v, t, x_t) → x_prev."""
@@ -71,6 +86,13 @@ class DDIMSampler:
         """Forward process: √ᾱ_t·x0 + √(1−ᾱ_t)·noise."""
         ab = self.alpha_bar(int(t))
         return ab**0.5 * x0 + (1.0 - ab) ** 0.5 * noise
+
+    def anchor(self, noise: torch.Tensor, ref_latents: torch.Tensor | None) -> torch.Tensor:
+        """The process's noise from a Gaussian draw: √m·ref + √(1−m)·noise with m = cfg.reference_mix.
+
+        noise [B, 4, F, s, s], ref_latents [B, 4, s, s] (every frame gets the same reference). With m = 0
+        the draw is returned as it is (and the reference may be None)."""
+        return anchored_noise(noise, ref_latents, self.cfg.reference_mix)
 
     def initial_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
         """randn clamped to ±init_noise_clamp (EchoMimic's start; init_noise_sigma is 1)."""

@@ -344,7 +344,8 @@ class Session:
             return skipped
 
     def _clip_noise(self, clip: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Initial noise of the F new frames [1, 4, F, s, s] and the prefix re-noising noise [1, 4, n, s, s]."""
+        """Initial noise of the F new frames [1, 4, F, s, s] and the prefix re-noising noise [1, 4, n, s, s]
+        (both anchored on the reference latent when the weights were trained so: `DDIMSampler.anchor`)."""
         s = self.cfg.stream
         size = self.cfg.latent_size
         gen = torch.Generator().manual_seed(_clip_seed(self.seed, clip))
@@ -353,7 +354,9 @@ class Session:
         if self.noise is not None and first < self.noise.shape[2]:
             given = self.noise[:, :, first:first + s.clip_frames]
             x[:, :, :given.shape[2]] = given
-        return x, torch.randn((1, 4, s.motion_frames, size, size), generator=gen)
+        prefix = torch.randn((1, 4, s.motion_frames, size, size), generator=gen)
+        ref = self.avatar.ref_latents.cpu().float()
+        return self.sampler.anchor(x, ref), self.sampler.anchor(prefix, ref)
 
     def _reference_motion(self) -> torch.Tensor:
         n = self.cfg.stream.motion_frames

@@ -98,8 +98,8 @@ from torch import nn
 from engine.attention import MotionModule, SpatialTransformerBlock
 from engine.config import ModelConfig
 from engine.errors import InputError
-from engine.model import AvatarModel
-from engine.sampler import zero_snr_alphas_cumprod
+from engine.model import AvatarModel, trained_sampling, with_reference_mix
+from engine.sampler import anchored_noise, zero_snr_alphas_cumprod
 from engine.train_data import VAE_ENCODER_PARTS
 from engine.train_options import TrainOptions
 from engine.weights import check_state_dict, load_weights, read_state_dict, weight_groups
@@ -291,7 +291,7 @@ def diffusion_loss(model: AvatarModel, batch: dict[str, torch.Tensor], stage: st
     n = cfg.stream.motion_frames if stage == "stage2" else 0
     t_max = min(opts.t_max, cfg.sampler.num_train_timesteps - 1)
     t = torch.randint(min(opts.t_min, t_max), t_max + 1, (b,), generator=gen)
-    noise = torch.randn(x0.shape, generator=gen)
+    noise = anchored_noise(torch.randn(x0.shape, generator=gen), batch["reference"], cfg.sampler.reference_mix)
     audio_off = (torch.rand(b, generator=gen) < opts.audio_dropout) | (stage == "stage1")
     n_uncond = uncond_count(opts.uncond_dropout, b, gen)
 
@@ -625,6 +625,10 @@ def train_stage(stage: str, cfg: ModelConfig, data_dirs, out: str | Path, opts: 
     if stage not in STAGES:
         raise InputError(f"unknown stage {stage!r}; choose one of: {', '.join(STAGES)}")
     opts.check()
+    if init is not None:  # the --init weights' reference mix, unless --reference-mix sets one
+        cfg = trained_sampling(cfg, init)
+    if opts.reference_mix is not None:
+        cfg = with_reference_mix(cfg, opts.reference_mix)
     out = run_dir(out)
     cache = Path(cache) if cache is not None else out.parent / "cache"
     store = prepare_data(cfg, data_dirs, cache, opts)
@@ -642,7 +646,8 @@ def train_stage(stage: str, cfg: ModelConfig, data_dirs, out: str | Path, opts: 
         return diffusion_loss(model, sampler.sample(opts.batch, gen), stage, opts, alphas, gen, device, bf16)
 
     def export():  # OUT/weights of the steps so far: at every save, on Ctrl-C and at the end
-        return finish(trainer, cfg, out, {"stage": stage, "step": trainer.step, "sampler_steps": cfg.sampler.steps})
+        return finish(trainer, cfg, out, {"stage": stage, "step": trainer.step, "sampler_steps": cfg.sampler.steps,
+                                          "reference_mix": cfg.sampler.reference_mix})
 
     trainer.run(loss_fn, stage, on_save=export)
     return export()

@@ -45,6 +45,9 @@ class TrainOptions:
     t_min: int = _option(0, "diffusion timesteps are drawn uniformly from [t-min, t-max]")
     t_max: int = _option(999, "(t-min = t-max = 999: a one-step regression, the CPU recipe)")
     mouth_weight: float = _option(0.0, "extra loss weight on the mouth box (weight 1 + this there; 0 = plain MSE)")
+    # stage 2: noise centred on the reference latent by this share (SamplerConfig.reference_mix);
+    # None keeps the --init weights' own (0 for weights that record none)
+    reference_mix: float | None = None
     train_spatial: bool = False  # stage 2: also train the spatial layers, ReferenceNet and face locator
     mix: tuple[float, ...] | None = None  # share of each --data folder
     precision: str = "fp32"  # "fp32" (TF32 matmuls on CUDA) or "bf16" (autocast on CUDA)
@@ -71,6 +74,8 @@ class TrainOptions:
                              f"and {self.t_max}")
         if not 0 <= self.mouth_weight <= 1000 or not math.isfinite(self.mouth_weight):
             raise InputError(f"--mouth-weight must be in [0, 1000] (0 = off), got {self.mouth_weight}")
+        if self.reference_mix is not None and not 0 <= self.reference_mix < 1:
+            raise InputError(f"--reference-mix must be in [0, 1) (0 = plain noise), got {self.reference_mix}")
         for name in ("audio_dropout", "uncond_dropout", "first_clip_prob", "reference_frame_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a probability, got {getattr(self, name)}")

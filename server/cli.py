@@ -194,7 +194,7 @@ def _export_check(cfg, model, out: Path) -> None:
     from export.check import component_errors, format_errors, pipeline_psnr
     from export.ort_runners import OrtRunners
 
-    ort = OrtRunners.from_dir(cfg, out)
+    ort = OrtRunners.from_dir(model.cfg, out)  # the weights' sampling (reference mix), as the torch side
     s = cfg.stream
     rows = component_errors(model, ort, [(s.window_frames, 1), (s.clip_frames, 2)])
     print(format_errors(rows))
@@ -407,6 +407,10 @@ def add_train_parser(sub) -> None:
         if "help" in f.metadata:  # the numeric options; shown with their defaults
             t.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float}[str(f.type)],
                            default=None, help=f"{f.metadata['help']} (default: {f.default})")
+    t.add_argument("--reference-mix", type=float, default=None,
+                   help="stage2: centre the diffusion noise on the reference latent by this share in [0, 1) "
+                        "(the one-step model then sees the photo's layout in its input; recorded in the "
+                        "weights' livehead.json; default: the --init weights' own, else 0)")
     t.add_argument("--train-spatial", action="store_true", help="stage2: also train the spatial layers")
     t.add_argument("--decoder-only", action="store_true",
                    help="vae: fine-tune only the decoder of --init's VAE (latents and latent caches stay valid)")

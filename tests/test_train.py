@@ -18,7 +18,7 @@ from engine.config import (AudioConfig, FaceLocatorConfig, ModelConfig, SamplerC
                            VAEConfig)
 from engine.distill import ddim_to, distill, rounds
 from engine.errors import InputError
-from engine.model import TorchRunners, load_model
+from engine.model import TorchRunners, load_model, with_reference_mix
 from engine.sampler import DDIMSampler
 from engine.session import Session, prepare_avatar
 from engine.train import (TrainOptions, alpha_bar, alphas_cumprod, build_model, diffusion_loss, export_weights,
@@ -394,6 +394,52 @@ def test_distilled_student_runs_in_a_session(cfg, data_dir, tmp_path):
                 cache=tmp_path / "cache")
 
 
+def test_reference_mix_is_trained_recorded_and_sampled(cfg, data_dir, tmp_path):
+    """--reference-mix: the loss draws anchored noise, the weights record the mix, loading them samples
+    with it (the session's noise is centred on the avatar's latent), a stage continued from them keeps it,
+    and a distillation refuses a different one."""
+    run = train_stage("stage2", cfg, [data_dir], tmp_path / "anchored", _opts(steps=2, reference_mix=0.5),
+                      cache=tmp_path / "cache")
+    assert json.loads((run / "livehead.json").read_text())["reference_mix"] == 0.5
+    model = load_model(cfg, weights_dir=run)
+    assert model.cfg.sampler.reference_mix == 0.5
+    clip = _clip(0)
+    anchored = TorchRunners(model)
+    avatar = prepare_avatar(anchored, clip.reference, clip.mask)
+    plain = TorchRunners(model)
+    plain.cfg = with_reference_mix(model.cfg, 0.0)
+    noise, prefix = Session(anchored, avatar, seed=3)._clip_noise(0)
+    raw, raw_prefix = Session(plain, avatar, seed=3)._clip_noise(0)
+    ref = avatar.ref_latents[:, :, None]
+    torch.testing.assert_close(noise, 0.5**0.5 * ref + 0.5**0.5 * raw)
+    torch.testing.assert_close(prefix, 0.5**0.5 * ref + 0.5**0.5 * raw_prefix)
+
+    # the training loss sees the anchored noise: same draws, another mix, another loss
+    model, data = build_model(cfg), LatentDataset(build_latent_cache([clip], build_model(cfg), cfg,
+                                                                      tmp_path / "lat", progress=False))
+    batch = WindowSampler(data, 1, cfg.stream.clip_frames, 0.5, 0.5).sample(2, torch.Generator().manual_seed(0))
+    alphas = alphas_cumprod(cfg)
+    losses = []
+    for mix in (0.0, 0.9):
+        m = build_model(with_reference_mix(cfg, mix))
+        m.load_state_dict(model.state_dict())
+        loss, _ = diffusion_loss(m, batch, "stage2", _opts(t_min=999), alphas, torch.Generator().manual_seed(1),
+                                 torch.device("cpu"))
+        losses.append(float(loss))
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4)
+
+    again = train_stage("stage2", cfg, [data_dir], tmp_path / "again", _opts(steps=1), init=run,
+                        cache=tmp_path / "cache")
+    assert json.loads((again / "livehead.json").read_text())["reference_mix"] == 0.5
+    with pytest.raises(InputError, match="keeps that mix"):
+        distill(cfg, [data_dir], tmp_path / "distill", _opts(steps=1, from_steps=2, to_steps=1, reference_mix=0.2),
+                run, cache=tmp_path / "cache")
+    bad = tmp_path / "bad"
+    export_weights(cfg, build_model(cfg).state_dict(), bad, info={"reference_mix": 1.5})
+    with pytest.raises(InputError, match="reference mix must be a number in"):
+        load_model(cfg, weights_dir=bad)
+
+
 def test_tiny_weights_fit_the_budget(tmp_path):
     tiny = ModelConfig.from_name("tiny")
     with torch.device("meta"):
@@ -420,6 +466,9 @@ def test_cli_train_bad_input(tmp_path, capsys):
     assert code == 2 and "no videos or clip files" in capsys.readouterr().err
     code = main(["train", "stage2", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--mix", "1,2"])
     assert code == 2 and "one weight per --data folder" in capsys.readouterr().err
+    code = main(["train", "stage2", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"),
+                 "--reference-mix", "1"])
+    assert code == 2 and "--reference-mix must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_cli_train_flags_come_from_train_options(capsys):

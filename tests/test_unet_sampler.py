@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.config import ModelConfig, SamplerConfig, UNetConfig
-from engine.sampler import DDIMSampler, trailing_timesteps
+from engine.sampler import DDIMSampler, anchored_noise, trailing_timesteps
 from engine.unet import Denoiser, ReferenceNet
 from tests.conftest import fixture_path
 
@@ -175,3 +175,23 @@ def test_initial_noise_is_clamped():
     s = DDIMSampler(SamplerConfig())
     n = s.initial_noise((4, 4, 8, 8), torch.Generator().manual_seed(0))
     assert n.abs().max() <= 1.5 and n.abs().max() > 1.0
+
+
+def test_reference_anchored_noise():
+    """noise = √m·ref + √(1−m)·ε per frame; m = 0 leaves the draw alone; the exact v of that noise still
+    lands DDIM on the clean frames (the update rules do not care where the noise is centred)."""
+    g = torch.Generator().manual_seed(0)
+    eps, ref = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    assert anchored_noise(eps, None, 0.0) is eps
+    mixed = DDIMSampler(SamplerConfig(steps=1, reference_mix=0.25)).anchor(eps, ref)
+    for f in range(3):
+        torch.testing.assert_close(mixed[:, :, f], 0.5 * ref + 0.75**0.5 * eps[:, :, f])
+    with pytest.raises(ValueError, match="reference latents"):
+        anchored_noise(eps, None, 0.25)
+    s = DDIMSampler(SamplerConfig(steps=2, reference_mix=0.25))
+    x0 = torch.randn(2, 4, 3, 8, 8, generator=g)
+    x = mixed  # ᾱ(999) = 0: the start is the anchored noise itself
+    for t in s.timesteps:  # 999 → 499 → the clean end
+        ab = s.alpha_bar(int(t))
+        x = s.step(ab**0.5 * mixed - (1 - ab) ** 0.5 * x0, int(t), x)
+    torch.testing.assert_close(x, x0, atol=1e-5, rtol=1e-5)
