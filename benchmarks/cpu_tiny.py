@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,14 +31,12 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine.bench import cpu_name, session_fps  # noqa: E402
+from engine.bench import machine_info, save_result, session_fps  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
-from engine.face import prepare_portrait  # noqa: E402
-from engine.media import Mp4Writer, load_audio, load_image  # noqa: E402
+from engine.media import Mp4Writer  # noqa: E402
 from engine.model import TorchRunners, load_model  # noqa: E402
 from engine.session import Session, prepare_avatar  # noqa: E402
-
-ASSETS = ROOT / "engine" / "assets"
+from server.cli import bundled_demo  # noqa: E402
 
 
 def timed(fn, runs: int) -> tuple[float, list[float]]:
@@ -67,8 +63,7 @@ def main() -> int:
     s = cfg.stream
     sr = cfg.audio.sample_rate
     runners = TorchRunners(load_model(cfg))
-    crop = prepare_portrait(load_image(ASSETS / "portrait.png"), s.image_size)
-    pcm = load_audio(ASSETS / "speech.wav", sample_rate=sr)
+    crop, pcm = bundled_demo(cfg)
 
     avatar_ms, _ = timed(lambda: prepare_avatar(runners, crop.image, crop.mask), args.runs)
     avatar = prepare_avatar(runners, crop.image, crop.mask)
@@ -117,9 +112,7 @@ def main() -> int:
         "benchmark": "cpu_tiny",
         "preset": cfg.name,
         "seeded_weights": cfg.seeded_weights,
-        "device": {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                     "av": av.__version__},
+        "device": machine_info() | {"av": av.__version__},
         "settings": {"image_size": s.image_size, "fps": s.fps, "steps": cfg.sampler.steps,
                      "clip_frames": s.clip_frames, "motion_frames": s.motion_frames,
                      "audio_window_s": cfg.audio.window_seconds, "runs": args.runs,
@@ -140,7 +133,7 @@ def main() -> int:
         },
     }
     print(json.dumps(result, indent=1))
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    save_result(args.out, result)
     print(f"saved {args.out}", file=sys.stderr)
     return 0
 

@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_vs_teacher.json"))
     args = p.parse_args(argv)
     try:
+        if args.runs < 1 or args.identity_stride < 1:
+            raise InputError(f"--runs and --identity-stride must be at least 1, got {args.runs} and "
+                             f"{args.identity_stride}")
         base = ModelConfig.from_name(args.preset)
         models = {"teacher": (args.teacher, args.teacher_steps), "student": (args.student, args.student_steps)}
         if args.baseline:
@@ -107,13 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _speed(runners: dict, cfg: ModelConfig, runs: int) -> dict:
     """Frames per second of each model's streaming session on the bundled clip (`livehead bench`'s measure)."""
-    from engine.face import prepare_portrait
-    from engine.media import load_audio, load_image
     from engine.session import prepare_avatar
-    from server.cli import DEFAULT_AUDIO, DEFAULT_IMAGE
+    from server.cli import bundled_demo
 
-    crop = prepare_portrait(load_image(DEFAULT_IMAGE), cfg.stream.image_size)
-    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)
+    crop, pcm = bundled_demo(cfg)
     return {name: session_fps(r, prepare_avatar(r, crop.image, crop.mask), pcm, cfg.audio.sample_rate, runs)
             for name, r in runners.items()}
 

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "long_session.json"))
     args = p.parse_args(argv)
     try:
+        if not 0.04 <= args.segment_seconds <= 3600 or args.identity_stride < 1:
+            raise InputError(f"--segment-seconds must be in [0.04, 3600] and --identity-stride at least 1, got "
+                             f"{args.segment_seconds} and {args.identity_stride}")
         cfg = ModelConfig.from_name(args.preset)
         runners = TorchRunners(load_model(cfg, args.weights))
         sr = cfg.audio.sample_rate
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             frames = generate_frames(runners, clip.reference, clip.mask, clip.pcm, seed=args.seed)
             seconds = time.perf_counter() - t
-            segments = score_segments(frames, clip, sr, max(1, round(args.segment_seconds * FPS)),
+            segments = score_segments(frames, clip, sr, round(args.segment_seconds * FPS),
                                       args.identity_stride)
             results.append({"clip": source.name, "seconds": round(len(frames) / FPS, 2),
                             "generate_fps": round(len(frames) / seconds, 1), "segments": segments})

@@ -276,6 +276,8 @@ def evaluate_pair(frames: list[np.ndarray], reference: np.ndarray, pcm: np.ndarr
     """
     if not frames:
         raise InputError("no generated frames to evaluate")
+    if not isinstance(identity_stride, int) or identity_stride < 1:
+        raise InputError(f"identity stride must be a whole number of frames, at least 1, got {identity_stride!r}")
     lms = L.video_landmarks(frames)
     gen_open = L.series(lms, L.mouth_opening)
     gt_lms = L.video_landmarks(gt_frames) if gt_frames is not None else None
@@ -312,7 +314,7 @@ def evaluate_pair(frames: list[np.ndarray], reference: np.ndarray, pcm: np.ndarr
         ref = emb.embed(reference)
         if ref is None:
             raise InputError("no face found in the reference image; the identity metric needs one")
-        picked = list(range(0, n, max(1, identity_stride)))
+        picked = list(range(0, n, identity_stride))
         dists = []
         for k in picked:
             e = emb.embed(frames[k])

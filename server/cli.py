@@ -34,6 +34,20 @@ DEFAULT_AUDIO = ASSETS / "speech.wav"
 EXIT_BAD_INPUT = 2
 
 
+def bundled_demo(cfg, seconds: float | None = None):
+    """The bundled portrait cropped for cfg and the bundled speech at cfg's rate (its first `seconds` when
+    given): the clip `livehead animate`, `livehead bench` and the benchmarks run without arguments.
+    Returns (PortraitCrop, pcm float32 [T])."""
+    from engine.face import prepare_portrait
+    from engine.media import load_audio, load_image
+
+    crop = prepare_portrait(load_image(DEFAULT_IMAGE), cfg.stream.image_size)
+    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)
+    if seconds is not None:
+        pcm = pcm[: max(1, int(seconds * cfg.audio.sample_rate))]
+    return crop, pcm
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The model, weights, runtime and crop options that `animate` and `live` share."""
     p.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
@@ -188,8 +202,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_check(cfg, model, out: Path) -> None:
-    from engine.face import prepare_portrait
-    from engine.media import load_audio, load_image
     from engine.model import TorchRunners
     from export.check import component_errors, format_errors, pipeline_psnr
     from export.ort_runners import OrtRunners
@@ -198,8 +210,7 @@ def _export_check(cfg, model, out: Path) -> None:
     s = cfg.stream
     rows = component_errors(model, ort, [(s.window_frames, 1), (s.clip_frames, 2)])
     print(format_errors(rows))
-    crop = prepare_portrait(load_image(DEFAULT_IMAGE), s.image_size)
-    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)[: 2 * cfg.audio.sample_rate]
+    crop, pcm = bundled_demo(cfg, seconds=2)
     psnr, frames = pipeline_psnr(TorchRunners(model), ort, crop.image, crop.mask, pcm, cfg.audio.sample_rate)
     print(f"pipeline: {frames} frames, onnxruntime vs torch fp32 PSNR {psnr:.1f} dB")
 
@@ -207,8 +218,6 @@ def _export_check(cfg, model, out: Path) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench import machine_info, save_result, session_fps
     from engine.config import ModelConfig
-    from engine.face import prepare_portrait
-    from engine.media import load_audio, load_image
     from engine.model import weights_label
     from engine.session import prepare_avatar
     from server.backends import make_runners
@@ -216,10 +225,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg = ModelConfig.from_name(args.preset)
     if args.runs < 1:
         raise_input(f"--runs must be at least 1, got {args.runs}")
-    crop = prepare_portrait(load_image(DEFAULT_IMAGE), cfg.stream.image_size)
-    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)
-    if args.audio_seconds is not None:
-        pcm = pcm[: max(1, int(args.audio_seconds * cfg.audio.sample_rate))]
+    crop, pcm = bundled_demo(cfg, args.audio_seconds)
     backends = [args.backend] if args.backend == "torch" else [args.backend, "torch"]
     figures = {}
     for backend in backends:

@@ -198,6 +198,20 @@ def test_bad_inputs(tmp_path, capsys):
     blank = np.full((128, 128, 3), 127, np.uint8)
     with pytest.raises(InputError, match="no face found in the reference"):
         evaluate_pair([blank] * 12, blank, np.zeros(8000, np.float32), 16000)
+    with pytest.raises(InputError, match="identity stride must be a whole number"):
+        evaluate_pair([blank] * 12, blank, np.zeros(8000, np.float32), 16000, identity_stride=0)
+    # the benchmarks refuse their counts before loading anything
+    from benchmarks.distill_vs_teacher import main as cmp_main
+    from benchmarks.long_session import main as long_main
+
+    for argv in (["--runs", "0"], ["--identity-stride", "-2"]):
+        assert cmp_main(["--teacher", "seeded", "--teacher-steps", "1", "--student", "seeded", "--data",
+                         str(tmp_path), "--out", str(tmp_path / "x.json"), *argv]) == 2
+        assert "must be at least 1" in capsys.readouterr().err
+    for argv in (["--segment-seconds", "0"], ["--segment-seconds", "nan"], ["--identity-stride", "0"]):
+        assert long_main(["--data", str(tmp_path), "--out", str(tmp_path / "x.json"), *argv]) == 2
+        assert "long_session: error: --segment-seconds must be in" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_clip_without_a_face(tmp_path):
