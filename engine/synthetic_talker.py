@@ -213,6 +213,69 @@ def blink_track(n_frames: int, fps: float, rng: np.random.Generator, interval: f
     return np.clip(out, 0, 1)
 
 
+def delaunay_triangles(pts: np.ndarray, side: int) -> np.ndarray:
+    """Delaunay triangles of points [N, 2] in a side² image → int64 [T, 3] indices (zero-area ones dropped;
+    a duplicated point keeps its first index)."""
+    import cv2
+
+    sub = cv2.Subdiv2D((-4, -4, side + 8, side + 8))
+    lookup: dict[tuple[float, float], int] = {}
+    for i, (x, y) in enumerate(pts):
+        key = (float(np.float32(x)), float(np.float32(y)))
+        if key in lookup:
+            continue
+        lookup[key] = i
+        sub.insert(key)
+    tris = []
+    for t in sub.getTriangleList().reshape(-1, 3, 2):
+        idx = [lookup.get((float(np.float32(x)), float(np.float32(y)))) for x, y in t]
+        if None not in idx:
+            tris.append(idx)
+    tris = np.array(tris, dtype=np.int64).reshape(-1, 3)
+    a, b, c = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
+    area = 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+    return tris[np.abs(area) > 1e-3]
+
+
+def piecewise_affine_warp(image: np.ndarray, src: np.ndarray, target: np.ndarray, tris: np.ndarray,
+                          grid: np.ndarray | None = None) -> np.ndarray:
+    """Warp image [W, W, 3] so its points src [N, 2] land on target [N, 2], triangle by triangle (tris
+    [T, 3]); pixels no target triangle covers sample the same place. grid: np.mgrid[0:W, 0:W] (float32),
+    passed in to reuse it across frames."""
+    import cv2
+
+    W = image.shape[0]
+    ids = np.full((W, W), -1, np.int32)
+    tgt = np.round(target[tris] * 16).astype(np.int32)  # [T, 3, 2], 4 fractional bits
+    for i in range(len(tris)):
+        cv2.fillConvexPoly(ids, tgt[i], int(i), lineType=cv2.LINE_8, shift=4)
+    # Affine target → source per triangle, closed form: src = A @ (p - t0) + s0 with
+    # A = [s1 - s0, s2 - s0] @ inv([t1 - t0, t2 - t0]) (no LAPACK call per triangle).
+    t, sp = target[tris], src[tris]  # [T, 3, 2]
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    f1, f2 = sp[:, 1] - sp[:, 0], sp[:, 2] - sp[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = np.abs(det) > 1e-6
+    inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    # inv([e1 e2]) (e1, e2 as columns) = [[e2y, -e2x], [-e1y, e1x]] / det
+    a = np.empty((len(tris), 2, 2))
+    for r in (0, 1):
+        a[:, r, 0] = (f1[:, r] * e2[:, 1] - f2[:, r] * e1[:, 1]) * inv_det
+        a[:, r, 1] = (-f1[:, r] * e2[:, 0] + f2[:, r] * e1[:, 0]) * inv_det
+    a[~ok] = np.eye(2)  # degenerate (zero-area) triangles cover no pixel; keep them harmless
+    b = sp[:, 0] - np.einsum("tij,tj->ti", a, t[:, 0])
+    m = np.empty((len(tris), 3, 2))
+    m[:, 0, :] = a[:, :, 0]  # x coefficient of (src x, src y)
+    m[:, 1, :] = a[:, :, 1]  # y coefficient
+    m[:, 2, :] = b
+    ys, xs = grid if grid is not None else np.mgrid[0:W, 0:W].astype(np.float32)
+    covered = ids >= 0
+    mm = m[np.where(covered, ids, 0)].astype(np.float32)  # [W, W, 3, 2]
+    map_x = np.where(covered, xs * mm[..., 0, 0] + ys * mm[..., 1, 0] + mm[..., 2, 0], xs)
+    map_y = np.where(covered, xs * mm[..., 0, 1] + ys * mm[..., 1, 1] + mm[..., 2, 1], ys)
+    return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 class SyntheticTalker:
     """Animates one portrait. `size`: output side in pixels; frames are rendered at
     `size * supersample` and area-downsampled."""
@@ -265,7 +328,8 @@ class SyntheticTalker:
         self.inner_pairs = (np.array(L.LIP_INNER_UPPER[1:-1]), np.array(L.LIP_INNER_LOWER[1:-1]))
         self.base_gaps = (self.base[self.inner_pairs[1], :2] - self.base[self.inner_pairs[0], :2]) @ self.ey
         self.pivot = np.array([self.m0[0], lm[L.CHIN, 1], float(lm[: self.n_face, 2].mean()) + 0.8 * self.iod])
-        self.triangles = self._triangulate(cv2)
+        # one Delaunay triangulation, of the open-mouth configuration, serves every frame
+        self.triangles = delaunay_triangles(self.expression(OPEN_FOR_TRIANGULATION, 0.0, 0.0, 0.0)[:, :2], W)
 
     # -- geometry set-up
 
@@ -347,28 +411,6 @@ class SyntheticTalker:
                 pts[idx, :2] = c + (pts[idx, :2] - c) * (1 + s.eye_size)
         return pts
 
-    def _triangulate(self, cv2) -> np.ndarray:
-        """Delaunay triangles (indices into the control points) of the open-mouth configuration."""
-        pts = self.expression(OPEN_FOR_TRIANGULATION, 0.0, 0.0, 0.0)[:, :2]
-        W = self.W
-        sub = cv2.Subdiv2D((-4, -4, W + 8, W + 8))
-        lookup: dict[tuple[float, float], int] = {}
-        for i, (x, y) in enumerate(pts):
-            key = (float(np.float32(x)), float(np.float32(y)))
-            if key in lookup:
-                continue  # a duplicate point keeps the first index's triangles
-            lookup[key] = i
-            sub.insert(key)
-        tris = []
-        for t in sub.getTriangleList().reshape(-1, 3, 2):
-            idx = [lookup.get((float(np.float32(x)), float(np.float32(y)))) for x, y in t]
-            if None not in idx:
-                tris.append(idx)
-        tris = np.array(tris, dtype=np.int64)
-        a, b, c = pts[tris[:, 0]], pts[tris[:, 1]], pts[tris[:, 2]]
-        area = 0.5 * ((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
-        return tris[np.abs(area) > 1e-3]
-
     # -- per-frame geometry
 
     def expression(self, open_: float, width: float, round_: float, blink: float) -> np.ndarray:
@@ -433,41 +475,9 @@ class SyntheticTalker:
 
     def warp(self, target: np.ndarray) -> np.ndarray:
         """Piecewise-affine warp of the portrait so its control points land on `target` [N, 2]."""
-        import cv2
-
-        W, tris = self.W, self.triangles
-        src = self.points[:, :2]
-        ids = np.full((W, W), -1, np.int32)
-        tgt = np.round(target[tris] * 16).astype(np.int32)  # [T, 3, 2], 4 fractional bits
-        for i in range(len(tris)):
-            cv2.fillConvexPoly(ids, tgt[i], int(i), lineType=cv2.LINE_8, shift=4)
-        # Affine target → source per triangle, closed form: src = A @ (p - t0) + s0 with
-        # A = [s1 - s0, s2 - s0] @ inv([t1 - t0, t2 - t0]) (no LAPACK call per triangle).
-        t, sp = target[tris], src[tris]  # [T, 3, 2]
-        e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
-        f1, f2 = sp[:, 1] - sp[:, 0], sp[:, 2] - sp[:, 0]
-        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        ok = np.abs(det) > 1e-6
-        inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-        # inv([e1 e2]) (e1, e2 as columns) = [[e2y, -e2x], [-e1y, e1x]] / det
-        a = np.empty((len(tris), 2, 2))
-        for r in (0, 1):
-            a[:, r, 0] = (f1[:, r] * e2[:, 1] - f2[:, r] * e1[:, 1]) * inv_det
-            a[:, r, 1] = (-f1[:, r] * e2[:, 0] + f2[:, r] * e1[:, 0]) * inv_det
-        a[~ok] = np.eye(2)  # degenerate (zero-area) triangles cover no pixel; keep them harmless
-        b = sp[:, 0] - np.einsum("tij,tj->ti", a, t[:, 0])
-        m = np.empty((len(tris), 3, 2))
-        m[:, 0, :] = a[:, :, 0]  # x coefficient of (src x, src y)
-        m[:, 1, :] = a[:, :, 1]  # y coefficient
-        m[:, 2, :] = b
         if getattr(self, "_grid", None) is None:
-            self._grid = np.mgrid[0:W, 0:W].astype(np.float32)
-        ys, xs = self._grid
-        covered = ids >= 0
-        mm = m[np.where(covered, ids, 0)].astype(np.float32)  # [W, W, 3, 2]
-        map_x = np.where(covered, xs * mm[..., 0, 0] + ys * mm[..., 1, 0] + mm[..., 2, 0], xs)
-        map_y = np.where(covered, xs * mm[..., 0, 1] + ys * mm[..., 1, 1] + mm[..., 2, 1], ys)
-        return cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            self._grid = np.mgrid[0:self.W, 0:self.W].astype(np.float32)
+        return piecewise_affine_warp(self.image, self.points[:, :2], target, self.triangles, self._grid)
 
     def draw_mouth(self, img: np.ndarray, lm: np.ndarray) -> None:
         """Lip seam, cavity, teeth and tongue inside the inner-lip contour of `lm` [478, 2] (in place)."""
@@ -638,6 +648,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="output side in pixels (tiny preset: 128)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="keep the photo as it is (no style randomisation)")
+    p.add_argument("--morph", type=float, default=0.0,
+                   help="share of clips whose face is a new one: a morph of the clip's portrait with another "
+                        "--portrait, weight uniform in [0.3, 0.7] (engine.face_morph; needs two portraits)")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -652,6 +665,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.clips < 1:
             raise InputError(f"--clips must be at least 1, got {args.clips}")
+        if not 0.0 <= args.morph <= 1.0:
+            raise InputError(f"--morph must be a share in [0, 1], got {args.morph}")
+        if args.morph > 0 and len(args.portrait) < 2:
+            raise InputError("--morph blends two portraits: pass --portrait at least twice")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         if (args.audio is None) != (args.align is None):
@@ -672,9 +689,18 @@ def main(argv: list[str] | None = None) -> int:
                 scale = 1.0 if args.no_augment else float(rng.uniform(0.9, 1.15))
                 speech = synthesize_speech(texts[i % len(texts)], length_scale=scale)
             text = speech.text
-            talker = SyntheticTalker(portraits[i % len(portraits)], size=args.size, style=style)
+            k = i % len(portraits)
+            portrait, meta = portraits[k], {"portrait": Path(args.portrait[k]).name, "seed": args.seed, "index": i}
+            if args.morph > 0 and rng.random() < args.morph:  # no draws at all without --morph: old seeds hold
+                from engine.face_morph import morph_portraits
+
+                other = (k + 1 + int(rng.integers(len(portraits) - 1))) % len(portraits)
+                alpha = float(rng.uniform(0.3, 0.7))
+                portrait = morph_portraits(portrait, portraits[other], alpha, size=3 * args.size)
+                meta["morph"] = {"with": Path(args.portrait[other]).name, "alpha": round(alpha, 4)}
+            talker = SyntheticTalker(portrait, size=args.size, style=style)
             clip = talker.render(speech, seed=args.seed * 100003 + i, progress=False)
-            clip.meta = {"portrait": Path(args.portrait[i % len(portraits)]).name, "seed": args.seed, "index": i}
+            clip.meta = meta
             paths = write_clip(clip, out / f"synth_{i:04d}")
             if args.quiet:
                 continue

@@ -156,3 +156,54 @@ def test_piper_speech_has_exact_phone_timing():
         if p.viseme in ("AA", "AH", "OH") and p.end - p.start > 0.05:
             vowels |= (t > p.start) & (t < p.end)
     assert env[lead].max() < -50 and env[vowels].mean() > -15
+
+
+def _grid_face() -> np.ndarray:
+    """The first frame of a GRID clip: a second, real face."""
+    import av
+
+    path = GRID / "id2_vcd_swwp2s.mpg"
+    if not path.exists():
+        pytest.skip(f"GRID sample clips not found at {GRID}")
+    with av.open(str(path)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def test_morph_lands_on_the_averaged_face_shape():
+    """A morph's detected landmarks sit on the weighted mean of the two faces' shapes; weight 0 gives back
+    the first crop; the morph looks like neither photo."""
+    from engine.face_morph import morph_portraits
+    from engine.synthetic_talker import crop_portrait
+
+    a, b = load_image(ASSETS / "portrait.png"), _grid_face()
+    crop_a = crop_portrait(a, 192, TalkerStyle())
+    assert np.abs(morph_portraits(a, b, 0.0, 192).astype(int) - crop_a).mean() < 1.5
+    shapes = [L.face_landmarks(crop_portrait(p, 192, TalkerStyle()))[:, :2] for p in (a, b)]
+    for alpha in (0.3, 0.6):
+        face = morph_portraits(a, b, alpha, 192)
+        lm = L.face_landmarks(face)
+        assert lm is not None
+        expect = (1 - alpha) * shapes[0] + alpha * shapes[1]
+        iod = L.eye_corner_distance(expect)
+        err = np.linalg.norm(lm[:, :2] - expect, axis=1).mean()
+        far = [np.linalg.norm(lm[:, :2] - s, axis=1).mean() for s in shapes]
+        assert err < 0.05 * iod and err < 0.6 * min(far)  # on the mean shape, on neither face's
+    with pytest.raises(InputError, match="morph weight"):
+        morph_portraits(a, b, 1.5)
+    with pytest.raises(InputError, match="no face found in the second portrait"):
+        morph_portraits(a, np.full((200, 200, 3), 90, np.uint8), 0.5)
+
+
+def test_cli_morph_writes_new_faces_and_says_which(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(_grid_face()).save(tmp_path / "grid.png")
+    portraits = ["--portrait", str(ASSETS / "portrait.png"), "--portrait", str(tmp_path / "grid.png")]
+    speech = ["--audio", str(GRID / "id2_vcd_swwp2s.mpg"), "--align", str(GRID / "id2_vcd_swwp2s.align")]
+    assert main([*portraits, *speech, "--morph", "1", "--clips", "2", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    for i, first in enumerate(("portrait.png", "grid.png")):
+        meta = json.loads((tmp_path / "o" / f"synth_{i:04d}.json").read_text())
+        assert meta["portrait"] == first and meta["morph"]["with"] != first
+        assert 0.3 <= meta["morph"]["alpha"] <= 0.7
+    assert main([portraits[0], portraits[1], *speech, "--morph", "1", "--out", str(tmp_path / "p")]) == 2
+    assert main([*portraits, *speech, "--morph", "1.5", "--out", str(tmp_path / "p")]) == 2
