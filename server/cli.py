@@ -236,6 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"{figures[backend]['frames']} frames of {len(pcm) / cfg.audio.sample_rate:.1f} s audio)")
     result = {"benchmark": "livehead bench", "preset": cfg.name, "backend": args.backend,
               "weights": weights_label(cfg, args.weights), "sampling_steps": cfg.sampler.steps,
+              "reference_mix": runners.cfg.sampler.reference_mix,
               "audio_seconds": round(len(pcm) / cfg.audio.sample_rate, 3), "device": machine_info(),
               "runs": args.runs, "figures": figures}
     if len(backends) > 1:
@@ -289,7 +290,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             with_silence=not args.vae_roundtrip)
     model = "ground-truth" if args.ground_truth else f"{cfg.name} VAE round trip" if args.vae_roundtrip else cfg.name
     result = {"model": model, "weights": None if args.ground_truth else weights_label(cfg, args.weights),
-              "data": str(args.data), "steps": cfg.sampler.steps, "seed": args.seed, **result}
+              "data": str(args.data), "steps": cfg.sampler.steps, "seed": args.seed,
+              "reference_mix": None if args.ground_truth else runners.cfg.sampler.reference_mix, **result}
     text = json.dumps(result, indent=1) + "\n"
     if args.out:
         Path(args.out).write_text(text)

@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.config import ModelConfig
 from engine.errors import InputError
 from engine.evaluate import (CRITERIA, MOUTH_CLOSED, audio_envelope, best_lag, energy_silence, evaluate_pair,
                              find_clips, pearson, prepare_clip, read_video, shift_frames, shrink)
 from engine.media import load_image
+from engine.model import trained_sampling
 from engine.speech_alignment import Phone, buzz_speech
 from engine.synthetic_talker import SyntheticTalker, TalkerStyle, write_clip
 from server.cli import main as cli_main
@@ -104,6 +106,7 @@ def test_model_path_end_to_end(tmp_path):
                      "--out", str(out)]) == 0  # 10 frames: one streaming clip, one denoiser pass
     result = json.loads(out.read_text())
     assert result["model"] == "tiny" and result["clips"][0]["frames"] == len(clip.frames)
+    assert result["reference_mix"] == trained_sampling(ModelConfig.from_name("tiny"), None).sampler.reference_mix
     for key in ("mouth_corr_gt", "silent_closed", "identity_same", "landmark_jitter", "face_detected"):
         assert key in result["clips"][0]
     assert result["clips"][0]["audio_effect_mouth"] >= 0 and result["summary"]["audio_effect_elsewhere"] >= 0

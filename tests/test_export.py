@@ -124,6 +124,10 @@ def test_bench_command_saves_json(exported, tmp_path, capsys):
         result["figures"]["onnxruntime"]["fps"] / result["figures"]["torch"]["fps"], rel=1e-2)
     assert "onnxruntime" in result["device"]
     assert result["weights"] == "bundled" and result["sampling_steps"] == 1 and result["audio_seconds"] == 1.0
+    from engine.model import trained_sampling
+
+    shipped = trained_sampling(ModelConfig.from_name("tiny"), None)  # the bundled weights' noise
+    assert result["reference_mix"] == shipped.sampler.reference_mix
 
 
 # ---- TensorRT logic without the TensorRT runtime ---------------------------------------------------
