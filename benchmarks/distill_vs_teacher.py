@@ -23,11 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.bench import machine_info, save_result, session_fps  # noqa: E402
+from benchmarks.compare_weights import bundled_speed, evaluate_models, load_runners  # noqa: E402
+from engine.bench import machine_info, save_result  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.errors import InputError  # noqa: E402
-from engine.evaluate import CRITERIA, evaluate_clips, find_clips, generate_frames  # noqa: E402
-from engine.model import TorchRunners, load_model  # noqa: E402
+from engine.evaluate import CRITERIA  # noqa: E402
 
 WITHIN = 0.10
 COMPARED = tuple(CRITERIA) + ("mouth_corr_audio", "identity_distance_median", "mouth_change_corr_gt")
@@ -73,19 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         models = {"teacher": (args.teacher, args.teacher_steps), "student": (args.student, args.student_steps)}
         if args.baseline:
             models["baseline"] = (args.baseline, args.baseline_steps)
-        runners = {name: TorchRunners(load_model(base.with_steps(steps), weights))
-                   for name, (weights, steps) in models.items()}
-        sets = {d: find_clips(d) for d in args.data}
-        evals: dict = {}
-        for d, clips in sets.items():
-            evals[d] = {}
-            for name, r in runners.items():
-                gen = lambda clip, r=r: generate_frames(r, clip.reference, clip.mask, clip.pcm, seed=args.seed)  # noqa: E731
-                evals[d][name] = evaluate_clips(clips, base.stream.image_size, gen,
-                                                identity_stride=args.identity_stride, progress=not args.quiet)
-                s = evals[d][name]["summary"]
-                print(f"{d} {name:8s} " + "  ".join(f"{k} {s.get(k)}" for k in COMPARED))
-        speed = _speed(runners, base, args.runs)
+        runners = load_runners(base, models)
+        evals = evaluate_models(runners, args.data, base.stream.image_size, args.seed, args.identity_stride,
+                                progress=not args.quiet)
+        for d, by_model in evals.items():
+            for name, e in by_model.items():
+                print(f"{d} {name:8s} " + "  ".join(f"{k} {e['summary'].get(k)}" for k in COMPARED))
+        speed = bundled_speed(runners, base, args.runs)
     except InputError as err:
         print(f"distill_vs_teacher: error: {err}", file=sys.stderr)
         return 2
@@ -106,16 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     save_result(args.out, result)
     print(f"saved {args.out}")
     return 0
-
-
-def _speed(runners: dict, cfg: ModelConfig, runs: int) -> dict:
-    """Frames per second of each model's streaming session on the bundled clip (`livehead bench`'s measure)."""
-    from engine.session import prepare_avatar
-    from server.cli import bundled_demo
-
-    crop, pcm = bundled_demo(cfg)
-    return {name: session_fps(r, prepare_avatar(r, crop.image, crop.mask), pcm, cfg.audio.sample_rate, runs)
-            for name, r in runners.items()}
 
 
 if __name__ == "__main__":

@@ -261,3 +261,28 @@ def test_distill_vs_teacher_compares_both_models_on_the_same_clips(tmp_path):
     # the shipped weights draw a face where the seeded model does not
     assert summaries["student"]["face_detected"] > summaries["teacher"]["face_detected"]
     assert result["speed"]["teacher"]["fps"] > 0 and result["speed"]["student"]["frames"] == 100
+
+
+def test_compare_weights_measures_each_model_on_the_same_clips(tmp_path, capsys):
+    from benchmarks.compare_weights import main as compare_main, parse_model
+
+    assert parse_model("a=some/dir") == ("a", "some/dir", 1)
+    assert parse_model("t=C:/runs/t:4") == ("t", "C:/runs/t", 4)
+    for bad in ("nodir", "=x", "a=", "a=dir:0"):
+        with pytest.raises(InputError):
+            parse_model(bad)
+    talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=TalkerStyle(blink_interval=0))
+    clip = talker.render(buzz_speech([Phone("sil", 0.0, 0.1), Phone("a", 0.1, 0.3), Phone("sil", 0.3, 0.4)]))
+    write_clip(clip, tmp_path / "short")
+    out = tmp_path / "cmp.json"
+    assert compare_main(["--model", f"shipped={ASSETS / 'tiny'}", "--model", "twice=seeded:2", "--data",
+                         str(tmp_path), "--identity-stride", "5", "--runs", "1", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["models"]["twice"] == {"weights": "seeded", "steps": 2, "reference_mix": 0.0}
+    for name in ("shipped", "twice"):
+        summary = result["evals"][str(tmp_path)][name]["summary"]
+        assert f"| {name} | {summary['mouth_corr_gt']} | " in printed
+        assert result["speed"][name]["frames"] == 100 and result["speed"][name]["fps"] > 0
+    assert compare_main(["--model", "a=seeded", "--model", "a=seeded", "--data", str(tmp_path)]) == 2
+    assert "given twice" in capsys.readouterr().err
