@@ -97,8 +97,10 @@ def export_preset(cfg: ModelConfig, model: AvatarModel, out_dir: Path, opset: in
     model = model.to(dtype).eval()
     specs = [s for s in graph_specs(cfg, model.float(), latent_hw=latent_hw) if not components or s.name in components]
     model.to(dtype)
+    # the noise these weights sample with (`SamplerConfig.reference_mix`): runners built from the folder use it
     manifest = {"preset": cfg.name, "opset": opset, "precision": precision, "torch": torch.__version__,
-                "onnx": onnx.__version__, "weights": weights_id, "components": {}}
+                "onnx": onnx.__version__, "weights": weights_id, "reference_mix": model.cfg.sampler.reference_mix,
+                "components": {}}
     for spec in tqdm(specs, desc="export", unit="graph", disable=not progress):
         spec.inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in spec.inputs)
         path = out_dir / f"{spec.name}.onnx"
@@ -127,3 +129,10 @@ def read_manifest(out_dir: Path) -> dict:
         if not f.is_file():
             raise InputError(f"exported component {name} is missing: {f}")
     return manifest
+
+
+def exported_sampling(cfg: ModelConfig, manifest: dict) -> ModelConfig:
+    """cfg with the reference mix the exported weights were trained for (0 for exports that record none)."""
+    from engine.model import with_reference_mix
+
+    return with_reference_mix(cfg, manifest.get("reference_mix", 0.0))

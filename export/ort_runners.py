@@ -19,7 +19,7 @@ import torch
 from engine.config import ModelConfig
 from engine.errors import InputError
 from export.graphs import KV_NAMES
-from export.onnx_export import read_manifest
+from export.onnx_export import exported_sampling, read_manifest
 
 COMPONENTS = ("audio_encoder", "vae_encoder", "face_locator", "reference", "denoiser", "denoiser_uncond",
               "vae_decoder")
@@ -70,7 +70,7 @@ class OrtRunners:
         providers = _providers(device)
         sessions = {c: ort.InferenceSession(str(Path(directory) / manifest["components"][c]["file"]), options,
                                             providers=providers) for c in COMPONENTS}
-        return cls(cfg, sessions, device)
+        return cls(exported_sampling(cfg, manifest), sessions, device)
 
     def run_graph(self, component: str, feeds: dict[str, torch.Tensor]) -> list[np.ndarray]:
         session = self.sessions[component]

@@ -24,7 +24,7 @@ import torch
 from engine.config import ModelConfig
 from engine.errors import InputError
 from export.graphs import KV_NAMES
-from export.onnx_export import read_manifest, sha256_of
+from export.onnx_export import exported_sampling, read_manifest, sha256_of
 
 Shape = tuple[int, ...]
 TRT_PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
@@ -247,7 +247,7 @@ class TrtRunners:
         manifest = read_manifest(directory)
         profiles = optimisation_profiles(cfg, max_batch)
         cache_dir = cache_dir or directory / "tensorrt"
-        self.cfg = cfg
+        self.cfg = exported_sampling(cfg, manifest)
         self.device = torch.device("cuda")
         self.dtype = torch.float32
         self.stream = torch.cuda.Stream()

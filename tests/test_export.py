@@ -34,11 +34,13 @@ def exported(tmp_path_factory):
 
 
 def test_every_graph_passes_the_checker_and_the_manifest_matches(exported):
-    cfg, _, out, manifest = exported
+    cfg, model, out, manifest = exported
     assert set(manifest["components"]) == {"audio_encoder", "vae_encoder", "face_locator", "reference", "denoiser",
                                            "denoiser_uncond", "vae_decoder"}
     assert read_manifest(out) == json.loads((out / "manifest.json").read_text())
     runners = OrtRunners.from_dir(cfg, out)
+    # the folder knows the noise its weights were trained for: runners from the bare preset sample like torch
+    assert manifest["reference_mix"] == runners.cfg.sampler.reference_mix == model.cfg.sampler.reference_mix
     for name, entry in manifest["components"].items():
         path = out / entry["file"]
         onnx.checker.check_model(str(path))
