@@ -85,22 +85,30 @@ def table(evals: dict, speed: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_eval_arguments(p: argparse.ArgumentParser, out_name: str) -> None:
+    """The options every model-comparison benchmark shares: data, identity stride, timed runs, seed, output."""
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--model", action="append", required=True, metavar="NAME=DIR[:STEPS]",
-                   help="weights to measure, with their sampling steps (default 1); repeat for several")
     p.add_argument("--data", action="append", required=True, help="folder of eval clips (repeat for several)")
     p.add_argument("--identity-stride", type=int, default=2, help="embed every k-th frame for identity")
     p.add_argument("--runs", type=int, default=5, help="timed session runs for frames per second")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "compare_weights.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / out_name))
+
+
+def check_eval_arguments(args: argparse.Namespace) -> None:
+    if args.runs < 1 or args.identity_stride < 1:
+        raise InputError(f"--runs and --identity-stride must be at least 1, got {args.runs} and {args.identity_stride}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", action="append", required=True, metavar="NAME=DIR[:STEPS]",
+                   help="weights to measure, with their sampling steps (default 1); repeat for several")
+    add_eval_arguments(p, "compare_weights.json")
     args = p.parse_args(argv)
     try:
-        if args.runs < 1 or args.identity_stride < 1:
-            raise InputError(f"--runs and --identity-stride must be at least 1, got {args.runs} and "
-                             f"{args.identity_stride}")
+        check_eval_arguments(args)
         models: dict[str, tuple[str, int]] = {}
         for text in args.model:
             name, weights, steps = parse_model(text)
@@ -116,15 +124,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare_weights: error: {err}", file=sys.stderr)
         return 2
     print(table(evals, speed))
-    result = {"benchmark": "compare_weights", "preset": cfg.name, "device": machine_info(),
+    save_comparison(args, "compare_weights", cfg, models, runners, evals, speed)
+    return 0
+
+
+def save_comparison(args: argparse.Namespace, benchmark: str, cfg: ModelConfig, models: dict, runners: dict,
+                    evals: dict, speed: dict, **extra) -> None:
+    """Save a comparison's JSON: the machine, each model's weights, steps and reference mix, the speeds, the
+    eval summaries and per-clip figures (and `extra` fields, e.g. a teacher/student gap table)."""
+    result = {"benchmark": benchmark, "preset": cfg.name, "device": machine_info(),
               "models": {n: {"weights": w, "steps": s, "reference_mix": runners[n].cfg.sampler.reference_mix}
                          for n, (w, s) in models.items()},
-              "speed": speed, "seed": args.seed, "identity_stride": args.identity_stride,
+              **extra, "speed": speed, "seed": args.seed, "identity_stride": args.identity_stride,
               "evals": {d: {n: {"summary": e["summary"], "clips": e["clips"]} for n, e in v.items()}
                         for d, v in evals.items()}}
     save_result(args.out, result)
     print(f"saved {args.out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.compare_weights import bundled_speed, evaluate_models, load_runners  # noqa: E402
-from engine.bench import machine_info, save_result  # noqa: E402
+from benchmarks.compare_weights import (add_eval_arguments, bundled_speed, check_eval_arguments,  # noqa: E402
+                                        evaluate_models, load_runners, save_comparison)
 from engine.config import ModelConfig  # noqa: E402
 from engine.errors import InputError  # noqa: E402
 from engine.evaluate import CRITERIA  # noqa: E402
@@ -51,24 +51,16 @@ def gap(student: float | None, teacher: float | None, higher_is_better: bool = T
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="tiny")
     p.add_argument("--teacher", required=True, help="the teacher's weights directory")
     p.add_argument("--teacher-steps", type=int, required=True, help="sampling steps of the teacher")
     p.add_argument("--student", required=True, help="the distilled student's weights directory")
     p.add_argument("--student-steps", type=int, default=1, help="sampling steps of the student")
     p.add_argument("--baseline", default=None, help="a third weights directory to measure alongside")
     p.add_argument("--baseline-steps", type=int, default=1)
-    p.add_argument("--data", action="append", required=True, help="folder of eval clips (repeat for several)")
-    p.add_argument("--identity-stride", type=int, default=2)
-    p.add_argument("--runs", type=int, default=5, help="timed session runs for frames per second")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_vs_teacher.json"))
+    add_eval_arguments(p, "distill_vs_teacher.json")
     args = p.parse_args(argv)
     try:
-        if args.runs < 1 or args.identity_stride < 1:
-            raise InputError(f"--runs and --identity-stride must be at least 1, got {args.runs} and "
-                             f"{args.identity_stride}")
+        check_eval_arguments(args)
         base = ModelConfig.from_name(args.preset)
         models = {"teacher": (args.teacher, args.teacher_steps), "student": (args.student, args.student_steps)}
         if args.baseline:
@@ -92,13 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                           if g["abs"] is not None))
     for name, f in speed.items():
         print(f"{name:8s} {f['fps']:6.1f} frames/s ({models[name][1]} steps)")
-    result = {"benchmark": "distill_vs_teacher", "preset": base.name, "device": machine_info(),
-              "models": {n: {"weights": w, "steps": s} for n, (w, s) in models.items()},
-              "comparison": comparison, "speed": speed,
-              "evals": {d: {n: {"summary": e["summary"], "clips": e["clips"]} for n, e in v.items()}
-                        for d, v in evals.items()}}
-    save_result(args.out, result)
-    print(f"saved {args.out}")
+    save_comparison(args, "distill_vs_teacher", base, models, runners, evals, speed, comparison=comparison)
     return 0
 
 

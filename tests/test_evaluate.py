@@ -253,7 +253,7 @@ def test_distill_vs_teacher_compares_both_models_on_the_same_clips(tmp_path):
                        "--data", str(tmp_path), "--identity-stride", "5", "--runs", "1", "--quiet",
                        "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["models"]["teacher"] == {"weights": "seeded", "steps": 2}
+    assert result["models"]["teacher"] == {"weights": "seeded", "steps": 2, "reference_mix": 0.0}
     rows = result["comparison"][str(tmp_path)]
     summaries = {n: e["summary"] for n, e in result["evals"][str(tmp_path)].items()}
     for key in CRITERIA:
