@@ -18,18 +18,8 @@ import numpy as np
 
 from engine import landmarks as L
 from engine.errors import InputError
-from engine.synthetic_talker import TalkerStyle, crop_portrait, delaunay_triangles, piecewise_affine_warp
-
-BORDER_POINTS_PER_EDGE = 8
-
-
-def border_points(side: int, per_edge: int = BORDER_POINTS_PER_EDGE) -> np.ndarray:
-    """Fixed points along the edges of a side² image (corners once) → float64 [4·per_edge, 2]."""
-    e = np.linspace(-0.5, side - 0.5, per_edge + 1)
-    pts = [(x, -0.5) for x in e] + [(x, side - 0.5) for x in e] + \
-          [(-0.5, y) for y in e[1:-1]] + [(side - 0.5, y) for y in e[1:-1]]
-    return np.array(pts, np.float64)
-
+from engine.synthetic_talker import (TalkerStyle, border_points, crop_portrait, delaunay_triangles,
+                                    piecewise_affine_warp)
 
 def morph_portraits(a: np.ndarray, b: np.ndarray, alpha: float, size: int = 256) -> np.ndarray:
     """Morph of portraits a and b (RGB uint8, any size, one face each) → uint8 [size, size, 3], the face

@@ -213,6 +213,14 @@ def blink_track(n_frames: int, fps: float, rng: np.random.Generator, interval: f
     return np.clip(out, 0, 1)
 
 
+def border_points(side: int, per_edge: int = 8) -> np.ndarray:
+    """Fixed points along the edges of a side² image (corners once) → float64 [4·per_edge, 2]."""
+    e = np.linspace(-0.5, side - 0.5, per_edge + 1)
+    pts = [(x, -0.5) for x in e] + [(x, side - 0.5) for x in e] + \
+          [(-0.5, y) for y in e[1:-1]] + [(side - 0.5, y) for y in e[1:-1]]
+    return np.array(pts, np.float64)
+
+
 def delaunay_triangles(pts: np.ndarray, side: int) -> np.ndarray:
     """Delaunay triangles of points [N, 2] in a side² image → int64 [T, 3] indices (zero-area ones dropped;
     a duplicated point keeps its first index)."""
@@ -312,11 +320,8 @@ class SyntheticTalker:
             keep = (pts[:, 0] > 0.03 * W) & (pts[:, 0] < 0.97 * W) & (pts[:, 1] > 0.03 * W) & (pts[:, 1] < 0.97 * W)
             rings.append(pts[keep])
             follow += [amount] * int(keep.sum())
-        n_edge = 8
-        e = np.linspace(-0.5, W - 0.5, n_edge + 1)
-        border = [(x, -0.5) for x in e] + [(x, W - 0.5) for x in e] + \
-                 [(-0.5, y) for y in e[1:-1]] + [(W - 0.5, y) for y in e[1:-1]]
-        border = np.array([(x, y, centre[2]) for x, y in border])
+        border = border_points(W)
+        border = np.concatenate([border, np.full((len(border), 1), centre[2])], axis=1)
         self.n_face = L.N_LANDMARKS
         self.points = np.concatenate([self.src_lm] + rings + [border])  # [N, 3] source control points
         self.follow = np.concatenate([np.ones(self.n_face), np.array(follow), np.zeros(len(border))])

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from engine.config import ModelConfig
 from engine.errors import InputError
-from engine.model import (TorchRunners, load_model, resolve_device, seeded_note, trained_sampling, weights_identity,
-                          weights_label)
+from engine.model import TorchRunners, load_model, resolve_device, seeded_note, weights_identity, weights_label
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -63,7 +62,6 @@ def make_runners(cfg: ModelConfig, backend: str, weights: str | None = None, dev
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     dev = resolve_device(device)
-    cfg = trained_sampling(cfg, weights)  # the noise the weights were trained with (their livehead.json)
     if backend == "torch":
         return TorchRunners(load_model(cfg, weights, device=dev))
     directory = Path(exported) if exported else default_export_dir(cfg)

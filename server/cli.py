@@ -206,7 +206,7 @@ def _export_check(cfg, model, out: Path) -> None:
     from export.check import component_errors, format_errors, pipeline_psnr
     from export.ort_runners import OrtRunners
 
-    ort = OrtRunners.from_dir(model.cfg, out)  # the weights' sampling (reference mix), as the torch side
+    ort = OrtRunners.from_dir(cfg, out)  # samples with the reference mix the export's manifest records
     s = cfg.stream
     rows = component_errors(model, ort, [(s.window_frames, 1), (s.clip_frames, 2)])
     print(format_errors(rows))
