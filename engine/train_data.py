@@ -253,6 +253,13 @@ class ClipStore:
                 counts.append(int(f.get_slice("frames").get_shape()[0]))
         return counts
 
+    def mask(self, i: int) -> np.ndarray:
+        """Clip i's face mask: float32 [S, S] in [0, 1] (read alone, without the frames)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.paths[i]), "pt") as f:
+            return f.get_tensor("mask").numpy()
+
     def frames(self, i: int, index: Sequence[int]) -> np.ndarray:
         """Frames `index` of clip i: uint8 [len(index), S, S, 3] (memory-mapped read)."""
         from safetensors import safe_open
@@ -520,6 +527,23 @@ class LatentDataset:
 # ----------------------------------------------------------------------------------- windows
 
 
+def mixed_weights(counts: np.ndarray, sources: Sequence[int], mix: Sequence[float] | None) -> torch.Tensor:
+    """Sampling probabilities [N] of N clips: in proportion to `counts` (windows or frames) within each
+    data folder, each folder's total being `mix[source]` when given (else its share of all counts)."""
+    counts = np.array(counts, dtype=np.float64)
+    sources = np.asarray(sources)
+    if mix is not None:
+        if len(mix) <= sources.max() or any(m < 0 for m in mix) or sum(mix) <= 0:
+            raise InputError(f"--mix needs one non-negative weight per --data folder, got {list(mix)}")
+        for s in np.unique(sources):
+            part = counts[sources == s].sum()
+            if part > 0:
+                counts[sources == s] *= mix[s] / part
+    if not counts.sum() > 0:
+        raise InputError(f"--mix {list(mix)} gives every clip weight 0")
+    return torch.from_numpy(counts / counts.sum())
+
+
 class WindowSampler:
     """Random training windows of `motion_frames + clip_frames` consecutive cached frames.
 
@@ -544,15 +568,7 @@ class WindowSampler:
         if counts.sum() == 0:
             raise InputError(f"no clip has the {self.w} frames a training window needs "
                              f"(longest: {max(data.frames)} frames)")
-        sources = np.array(data.sources)
-        if mix is not None:
-            if len(mix) <= sources.max() or any(m < 0 for m in mix) or sum(mix) <= 0:
-                raise InputError(f"--mix needs one non-negative weight per --data folder, got {list(mix)}")
-            for s in np.unique(sources):
-                part = counts[sources == s].sum()
-                if part > 0:
-                    counts[sources == s] *= mix[s] / part
-        self.weights = torch.from_numpy(counts / counts.sum())
+        self.weights = mixed_weights(counts, data.sources, mix)
 
     def sample(self, batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         clips = torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()
@@ -583,22 +599,34 @@ class WindowSampler:
 
 
 class FrameSampler:
-    """Random single frames of a ClipStore for VAE training: sample(batch, gen) → [B, 3, S, S] in [-1, 1]."""
+    """Random single frames of a ClipStore for VAE training.
 
-    def __init__(self, store: ClipStore):
+    sample(batch, gen) → images [B, 3, S, S] in [-1, 1] and their clips' face masks [B, 1, S, S] in
+    [0, 1], both flipped horizontally half the time (faces are near-symmetric). Clips are drawn in
+    proportion to their frames within each data folder, whose share is `mix[source]` when given.
+    """
+
+    def __init__(self, store: ClipStore, mix: Sequence[float] | None = None):
         self.store = store
         counts = np.array(store.frame_counts(), dtype=np.float64)
         self.counts = counts.astype(int)
-        self.weights = torch.from_numpy(counts / counts.sum())
+        self.weights = mixed_weights(counts, store.sources, mix)
+        self._masks: dict[int, np.ndarray] = {}
 
-    def sample(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+    def mask(self, i: int) -> np.ndarray:
+        if i not in self._masks:
+            self._masks[i] = self.store.mask(i)
+        return self._masks[i]
+
+    def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         clips = torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()
         u = torch.rand(batch, 2, generator=gen)
-        images = []
+        images, masks = [], []
         for j, i in enumerate(clips):
             k = int(u[j, 0] * self.counts[i])
-            img = self.store.frames(i, [k])[0]
-            if u[j, 1] < 0.5:  # horizontal flip: faces are near-symmetric
-                img = img[:, ::-1]
+            img, mask = self.store.frames(i, [k])[0], self.mask(i)
+            if u[j, 1] < 0.5:
+                img, mask = img[:, ::-1], mask[:, ::-1]
             images.append(img)
-        return to_pixels(np.stack(images))
+            masks.append(mask)
+        return to_pixels(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]

@@ -54,6 +54,7 @@ class TrainOptions:
     # vae
     kl_weight: float = _option(1e-5, "vae: KL weight")
     perceptual_weight: float = _option(0.5, "vae: weight of the perceptual (gradient) proxy loss")
+    face_weight: float = _option(0.0, "vae: extra loss weight inside each clip's face mask (1 + this there; 0 = uniform)")
     decoder_only: bool = False  # vae: train post_quant_conv + decoder only; the latent space (and caches) stay
     # distill
     from_steps: int = _option(8, "distill: sampling steps of the teacher")
@@ -74,6 +75,8 @@ class TrainOptions:
                              f"and {self.t_max}")
         if not 0 <= self.mouth_weight <= 1000 or not math.isfinite(self.mouth_weight):
             raise InputError(f"--mouth-weight must be in [0, 1000] (0 = off), got {self.mouth_weight}")
+        if not 0 <= self.face_weight <= 1000 or not math.isfinite(self.face_weight):
+            raise InputError(f"--face-weight must be in [0, 1000] (0 = off), got {self.face_weight}")
         if self.reference_mix is not None and not 0 <= self.reference_mix < 1:
             raise InputError(f"--reference-mix must be in [0, 1) (0 = plain noise), got {self.reference_mix}")
         for name in ("audio_dropout", "uncond_dropout", "first_clip_prob", "reference_frame_prob"):

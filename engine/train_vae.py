@@ -6,7 +6,8 @@
 Loss per batch of random frames (horizontally flipped half the time): L1 of the reconstruction from a
 posterior sample, + `kl_weight` × the per-element KL to N(0, 1), + `perceptual_weight` × a dependency-free
 perceptual proxy (L1 of horizontal and vertical image gradients, which carries edges and texture, plus
-L1 at 1/2 and 1/4 resolution, which carries structure). No GAN and no LPIPS network.
+L1 at 1/2 and 1/4 resolution, which carries structure). No GAN and no LPIPS network. `--face-weight W`
+weights both L1 terms 1 + W inside each clip's face mask; `--mix` sets each data folder's share of frames.
 
 The diffusion model expects latents of roughly unit spread after the fixed SD scale 0.18215
 (`cfg.vae.scaling_factor`). A VAE trained from scratch lands anywhere, so the exported weights are
@@ -39,35 +40,53 @@ CALIBRATION_FRAMES = 256
 LOGVAR_RANGE = (-30.0, 20.0)
 
 
-def perceptual_proxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Gradient-domain L1 + multi-scale L1 between images a, b [B, 3, H, W] (scalar)."""
+def weighted_l1(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |a − b| over [B, C, H, W], weighted per pixel by w [B, 1, H, W] when given (a weighted mean,
+    so the loss keeps the plain mean's scale)."""
+    err = (a - b).abs()
+    if w is None:
+        return err.mean()
+    return (err * w).mean() / w.mean()
+
+
+def perceptual_proxy(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient-domain L1 + multi-scale L1 between images a, b [B, 3, H, W] (scalar), optionally weighted
+    per pixel by w [B, 1, H, W]."""
     def dx(z):
         return z[..., :, 1:] - z[..., :, :-1]
 
     def dy(z):
         return z[..., 1:, :] - z[..., :-1, :]
 
-    loss = (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+    def part(z, crop):  # the weights of a difference image: those of its pixels' left/top neighbour
+        return None if z is None else crop(z)
+
+    loss = weighted_l1(dx(a), dx(b), part(w, lambda z: z[..., :, 1:])) + \
+        weighted_l1(dy(a), dy(b), part(w, lambda z: z[..., 1:, :]))
     for k in (2, 4):
         if min(a.shape[-2:]) >= k:
-            loss = loss + (F.avg_pool2d(a, k) - F.avg_pool2d(b, k)).abs().mean()
+            loss = loss + weighted_l1(F.avg_pool2d(a, k), F.avg_pool2d(b, k), part(w, lambda z: F.avg_pool2d(z, k)))
     return loss
 
 
-def vae_loss(vae: AutoencoderKL, x: torch.Tensor, opts: TrainOptions,
-             gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-    """x [B, 3, S, S] in [-1, 1] → (loss, stats)."""
+def vae_loss(vae: AutoencoderKL, x: torch.Tensor, opts: TrainOptions, gen: torch.Generator,
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """x [B, 3, S, S] in [-1, 1], face masks [B, 1, S, S] in [0, 1] → (loss, stats).
+
+    With `opts.face_weight` W > 0 every pixel's loss is weighted 1 + W × mask: the reconstruction's
+    capacity goes to the face (what identity and lip sync are judged on) rather than hair and backdrop."""
     mean, logvar = vae.encode_moments(x).chunk(2, dim=1)
     logvar = logvar.clamp(*LOGVAR_RANGE)
     eps = torch.randn(mean.shape, generator=gen).to(x.device)
     z = mean + (0.5 * logvar).exp() * eps
     rec = vae.decoder(vae.post_quant_conv(z))
-    l1 = (rec - x).abs().mean()
+    w = 1.0 + opts.face_weight * mask.to(rec.dtype) if opts.face_weight > 0 and mask is not None else None
+    l1 = weighted_l1(rec, x, w)
     kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
     loss = l1 + opts.kl_weight * kl
     stats = {"l1": round(float(l1.detach()), 6), "kl": round(float(kl.detach()), 4)}
     if opts.perceptual_weight > 0:
-        perc = perceptual_proxy(rec, x)
+        perc = perceptual_proxy(rec, x, w)
         loss = loss + opts.perceptual_weight * perc
         stats["perceptual"] = round(float(perc.detach()), 6)
     return loss, stats
@@ -97,7 +116,7 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
     opts.check()
     out = run_dir(out)
     cache = Path(cache) if cache is not None else out.parent / "cache"
-    frames = FrameSampler(prepare_data(cfg, data_dirs, cache, opts))
+    frames = FrameSampler(prepare_data(cfg, data_dirs, cache, opts), opts.mix)
     model = build_model(cfg, init, whisper, opts.seed).to(device)
     device, bf16 = setup_device(device, opts)
     meta = {"stage": "vae", "config": config_doc(cfg), "options": asdict(opts), "init": str(init)}
@@ -108,9 +127,9 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
     model.train()
 
     def loss_fn(gen):
-        x = frames.sample(opts.batch, gen).to(device)
+        x, mask = frames.sample(opts.batch, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return vae_loss(model.vae, x, opts, gen)
+            return vae_loss(model.vae, x.to(device), opts, gen, mask.to(device))
 
     def export() -> list[Path]:
         """OUT/weights from the current (EMA) state: at every save, on Ctrl-C and at the end."""
@@ -119,7 +138,7 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
         vae.load_state_dict({k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")})
         info = {"stage": "vae", "step": trainer.step, "decoder_only": opts.decoder_only}
         if not opts.decoder_only:  # a decoder fine-tune keeps the init's (calibrated) latent space as it is
-            images = frames.sample(CALIBRATION_FRAMES, torch.Generator().manual_seed(opts.seed + 1)).to(device)
+            images = frames.sample(CALIBRATION_FRAMES, torch.Generator().manual_seed(opts.seed + 1))[0].to(device)
             info["latent_std_before_calibration"] = calibrate_latent_scale(vae.eval(), images)
             state.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
         written = export_weights(cfg, state, out / WEIGHTS_DIR, info=info)

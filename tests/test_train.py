@@ -294,6 +294,44 @@ def test_vae_overfits_and_calibration_keeps_decoding(cfg, data_dir, tmp_path):
     assert load_model(cfg, weights_dir=weights) is not None
 
 
+def test_face_weight_moves_the_vae_loss_onto_the_face(cfg, data_dir, tmp_path):
+    """--face-weight weights the reconstruction loss inside the face mask; the frame sampler gives each
+    frame its clip's mask (flipped with it) and honours --mix."""
+    from engine.train_data import FrameSampler, prepare_clips
+    from engine.train_vae import perceptual_proxy, weighted_l1
+
+    x = torch.zeros(1, 3, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    off_face, on_face = x.clone(), x.clone()
+    off_face[..., 0:4, :] = 1.0  # the same error outside and inside the face
+    on_face[..., 12:16, :] = 1.0
+    assert weighted_l1(off_face, x) == pytest.approx(float(weighted_l1(on_face, x)))
+    w = 1 + 9 * mask
+    assert weighted_l1(on_face, x, w) > 3 * weighted_l1(off_face, x, w)
+    assert perceptual_proxy(on_face, x, w) > 2 * perceptual_proxy(off_face, x, w)
+    assert weighted_l1(on_face, x, torch.ones_like(w)) == pytest.approx(float(weighted_l1(on_face, x)))
+    with pytest.raises(InputError, match="--face-weight"):
+        _opts(face_weight=-1).check()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shifted = _clip(5)
+    shifted.mask[:] = 0
+    shifted.mask[0:10, 0:10] = 1  # top-left: a flipped frame must carry a top-right mask
+    save_clip(other / "clip5.safetensors", shifted)
+    store = prepare_clips([data_dir, other], tmp_path / "store", 32, progress=False)
+    frames = FrameSampler(store, mix=(0, 1))
+    images, masks = frames.sample(16, torch.Generator().manual_seed(0))
+    assert images.shape == (16, 3, 32, 32) and masks.shape == (16, 1, 32, 32)
+    left = masks[..., 0:10, 0:10].mean((1, 2, 3)) == 1
+    right = masks[..., 0:10, 22:32].mean((1, 2, 3)) == 1
+    assert bool((left ^ right).all()) and 0 < int(left.sum()) < 16  # only clip5, flipped about half the time
+    assert float(masks.sum((1, 2, 3)).max()) == 100
+    with pytest.raises(InputError, match="--mix"):
+        FrameSampler(store, mix=(0, 0))
+
+
 def test_vae_ctrl_c_exports_calibrated_weights_and_resume_is_exact(cfg, data_dir, tmp_path, monkeypatch):
     """The VAE stage exports OUT/weights (calibrated) at every save and on Ctrl-C, as the diffusion
     stages do; resuming after Ctrl-C ends where the uninterrupted run ends."""
