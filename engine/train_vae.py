@@ -18,11 +18,13 @@ decode(encode(x)) is unchanged; the checkpoint keeps the uncalibrated weights so
 `--decoder-only` trains `post_quant_conv` and the decoder of an `--init` VAE with its encoder frozen (what
 sd-vae-ft-mse did to SD's VAE): the latents do not change, so a diffusion model trained on them, and the
 latent cache (`engine.train_data.cache_fingerprint` hashes only the encoder), stay valid while the
-decoder gets sharper. No re-calibration then.
+decoder gets sharper. No re-calibration then, and the export keeps the --init weights' `sampler_steps` and
+`reference_mix` (their diffusion model is unchanged).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -107,6 +109,20 @@ def calibrate_latent_scale(vae: AutoencoderKL, images: torch.Tensor) -> float:
     return std
 
 
+def diffusion_info(weights_dir: str | Path) -> dict:
+    """What `weights_dir`'s livehead.json says about sampling its diffusion model (`sampler_steps`,
+    `reference_mix`). A decoder fine-tune leaves that model and its latents as they were, so its export
+    records the same, and every loader samples the result as the --init weights were trained to."""
+    path = Path(weights_dir) / "livehead.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+        return {k: info[k] for k in ("sampler_steps", "reference_mix") if k in info}
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{path} is not a livehead.json object: {err}") from err
+
+
 def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, init: str | Path | None = None,
               whisper: str | Path | None = None, cache: str | Path | None = None,
               device: torch.device | str = "cpu", resume: bool = False) -> Path:
@@ -122,6 +138,7 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
     meta = {"stage": "vae", "config": config_doc(cfg), "options": asdict(opts), "init": str(init)}
     if opts.decoder_only and init is None:
         raise InputError("--decoder-only fine-tunes the decoder of a trained VAE: pass --init WEIGHTS_DIR")
+    kept = diffusion_info(init) if opts.decoder_only else {}
     trainer = Trainer(model, trainable_parameters(model, "vae", decoder_only=opts.decoder_only), opts, out, meta)
     trainer.start(resume)
     model.train()
@@ -136,7 +153,7 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
         state = trainer.export_state()
         vae = AutoencoderKL(cfg.vae).to(device)
         vae.load_state_dict({k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")})
-        info = {"stage": "vae", "step": trainer.step, "decoder_only": opts.decoder_only}
+        info = {"stage": "vae", "step": trainer.step, "decoder_only": opts.decoder_only, **kept}
         if not opts.decoder_only:  # a decoder fine-tune keeps the init's (calibrated) latent space as it is
             images = frames.sample(CALIBRATION_FRAMES, torch.Generator().manual_seed(opts.seed + 1))[0].to(device)
             info["latent_std_before_calibration"] = calibrate_latent_scale(vae.eval(), images)

@@ -18,7 +18,7 @@ from engine.config import (AudioConfig, FaceLocatorConfig, ModelConfig, SamplerC
                            VAEConfig)
 from engine.distill import ddim_to, distill, rounds
 from engine.errors import InputError
-from engine.model import TorchRunners, load_model, with_reference_mix
+from engine.model import TorchRunners, load_model, trained_sampling, with_reference_mix
 from engine.sampler import DDIMSampler
 from engine.session import Session, prepare_avatar
 from engine.train import (TrainOptions, alpha_bar, alphas_cumprod, build_model, diffusion_loss, export_weights,
@@ -370,6 +370,8 @@ def test_vae_ctrl_c_exports_calibrated_weights_and_resume_is_exact(cfg, data_dir
 
 def test_vae_decoder_only_keeps_the_latent_space_and_the_cache(cfg, data_dir, tmp_path):
     first = train_vae(cfg, [data_dir], tmp_path / "vae", _opts(steps=2), cache=tmp_path / "cache")
+    marker = first / "livehead.json"  # as if a stage 2 with --reference-mix had trained the diffusion model
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "reference_mix": 0.5, "sampler_steps": 2}))
     with pytest.raises(InputError, match="--init"):
         train_vae(cfg, [data_dir], tmp_path / "bad", _opts(steps=2, decoder_only=True), cache=tmp_path / "cache")
     tuned = train_vae(cfg, [data_dir], tmp_path / "ft", _opts(steps=3, decoder_only=True, lr=1e-2),
@@ -383,6 +385,9 @@ def test_vae_decoder_only_keeps_the_latent_space_and_the_cache(cfg, data_dir, tm
     assert cache_fingerprint(a, cfg) == cache_fingerprint(b, cfg)
     info = json.loads((tuned / "livehead.json").read_text())
     assert info["decoder_only"] and "latent_std_before_calibration" not in info
+    # the diffusion model is the init's, so is the way to sample it
+    assert info["reference_mix"] == 0.5 and info["sampler_steps"] == 2
+    assert trained_sampling(cfg, tuned).sampler.reference_mix == 0.5
     with torch.no_grad():
         b.vae.encoder.conv_in.weight.add_(1e-3)  # the encoder is what the cache depends on
     assert cache_fingerprint(a, cfg) != cache_fingerprint(b, cfg)
