@@ -449,7 +449,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             return train_stage(args.stage, *a, **kw)
     weights = train(cfg, args.data, args.out, opts, **run)
     if args.stage == "vae":
-        print(f"wrote {weights} (vae); next: livehead train stage1 --init {weights} ...")
+        if opts.decoder_only:  # the --init model with a new decoder: check what it gained
+            print(f"wrote {weights} (vae decoder); check it: livehead eval --vae-roundtrip --weights {weights} "
+                  f"--data DIR")
+        else:
+            print(f"wrote {weights} (vae); next: livehead train stage1 --init {weights} ...")
         return 0
     if args.stage == "distill":
         steps = opts.to_steps
