@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine.bench import machine_info  # noqa: E402
+from engine.bench import machine_info, save_result  # noqa: E402
 from engine.config import ModelConfig  # noqa: E402
 from engine.init_weights import seeded_init_  # noqa: E402
 from engine.model import COMPONENT_SEEDS, AvatarModel  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> int:
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
     }
     print(json.dumps(result, indent=1))
-    Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    save_result(args.json, result)
     return 0 if diff.max() <= 1e-3 * max(1.0, float(np.abs(expected).max())) else 1
 
 

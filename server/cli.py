@@ -305,12 +305,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
+    from engine.bench import save_result
     from engine.parity import format_report, results_json, run_parity
 
     results = run_parity(Path(args.fixtures), progress=not args.quiet)
     print(format_report(results))
     if args.json:
-        Path(args.json).write_text(json.dumps(results_json(Path(args.fixtures), results), indent=1) + "\n")
+        save_result(args.json, results_json(Path(args.fixtures), results))
     return 0 if all(r.ok for r in results) else 1
 
 
