@@ -79,6 +79,13 @@ that way before stage 2. The shipped weights (README, *Training*): the 1500-step
 5431 (1.7 steps/s on 2 threads), its latents re-cached, then stage 2 from the weighted arm's step 2000
 with `--mouth-weight 30` for 600 + 1166 steps (2.0 s/step on 2 threads), adding 360 synthetic clips of
 the bundled portrait and the training photos with 60 more sentences (`--mix 1,2,4,1`).
+
+The decoder shipped with the anchored model (README, *A decoder that draws new faces*): `--decoder-only`
+from the shipped weights, `--face-weight 4`, batch 16, lr 3e-4, `--perceptual-weight 1`, 6000 steps on
+the training GRID clips, the training photos' and morphed faces' synthetic clips and the bundled
+portrait's (`--mix 3,1,2,1`), then to step 7000 with `--mix 3,1,2,3` (0.35 s/step on 2 threads). Check a
+decoder with `livehead eval --vae-roundtrip` and with the model (`livehead eval`): a sharper decoder can
+still render the model's latents differently.
 """
 
 from __future__ import annotations
