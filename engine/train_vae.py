@@ -60,7 +60,7 @@ def perceptual_proxy(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None = 
     def dy(z):
         return z[..., 1:, :] - z[..., :-1, :]
 
-    def part(z, crop):  # the weights of a difference image: those of its pixels' left/top neighbour
+    def part(z, crop):  # a difference image's weights: those of each pixel pair's right/lower pixel
         return None if z is None else crop(z)
 
     loss = weighted_l1(dx(a), dx(b), part(w, lambda z: z[..., :, 1:])) + \
