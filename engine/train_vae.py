@@ -118,9 +118,11 @@ def diffusion_info(weights_dir: str | Path) -> dict:
         return {}
     try:
         info = json.loads(path.read_text())
-        return {k: info[k] for k in ("sampler_steps", "reference_mix") if k in info}
-    except (ValueError, TypeError) as err:
+    except ValueError as err:
         raise InputError(f"{path} is not a livehead.json object: {err}") from err
+    if not isinstance(info, dict):
+        raise InputError(f"{path} is not a livehead.json object: it holds a {type(info).__name__}")
+    return {k: info[k] for k in ("sampler_steps", "reference_mix") if k in info}
 
 
 def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, init: str | Path | None = None,

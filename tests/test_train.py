@@ -25,7 +25,7 @@ from engine.train import (TrainOptions, alpha_bar, alphas_cumprod, build_model, 
                           train_stage, trainable_parameters)
 from engine.train_data import (Clip, LatentDataset, WindowSampler, build_latent_cache, cache_fingerprint,
                                clip_from_video, load_clip, save_clip)
-from engine.train_vae import calibrate_latent_scale, train_vae, vae_loss
+from engine.train_vae import calibrate_latent_scale, diffusion_info, train_vae, vae_loss
 from server.cli import main
 
 ASSETS = Path(__file__).resolve().parents[1] / "engine" / "assets"
@@ -388,6 +388,12 @@ def test_vae_decoder_only_keeps_the_latent_space_and_the_cache(cfg, data_dir, tm
     # the diffusion model is the init's, so is the way to sample it
     assert info["reference_mix"] == 0.5 and info["sampler_steps"] == 2
     assert trained_sampling(cfg, tuned).sampler.reference_mix == 0.5
+    bad = tmp_path / "bad_init"
+    bad.mkdir()
+    (bad / "livehead.json").write_text("[0.5]")
+    with pytest.raises(InputError, match="not a livehead.json object"):
+        diffusion_info(bad)
+    assert diffusion_info(tmp_path / "nowhere") == {}
     with torch.no_grad():
         b.vae.encoder.conv_in.weight.add_(1e-3)  # the encoder is what the cache depends on
     assert cache_fingerprint(a, cfg) != cache_fingerprint(b, cfg)
