@@ -64,21 +64,30 @@ def with_reference_mix(cfg: ModelConfig, mix: float) -> ModelConfig:
     return replace(cfg, sampler=replace(cfg.sampler, reference_mix=float(mix)))
 
 
+def weights_info(weights_dir: str | Path) -> dict:
+    """The `livehead.json` object of a weights folder (what run made them, how to sample them); {} when the
+    folder has none. InputError when it is not a JSON object."""
+    info = Path(weights_dir) / BUNDLED_MARKER
+    if not info.is_file():
+        return {}
+    try:
+        data = json.loads(info.read_text())
+    except ValueError as err:
+        raise InputError(f"{info} is not a livehead.json object: {err}") from err
+    if not isinstance(data, dict):
+        raise InputError(f"{info} is not a livehead.json object: it holds a {type(data).__name__}")
+    return data
+
+
 def trained_sampling(cfg: ModelConfig, weights_dir: str | Path | None) -> ModelConfig:
     """cfg with the sampling its weights were trained for: the `reference_mix` their livehead.json records
     (weights without one, and the seeded model, were trained with plain noise: 0)."""
     path = resolve_weights(cfg, weights_dir)
-    info = Path(path) / BUNDLED_MARKER if path is not None else None
-    mix = 0.0
-    if info is not None and info.is_file():
-        try:
-            mix = json.loads(info.read_text()).get("reference_mix", 0.0)
-        except (ValueError, AttributeError) as err:
-            raise InputError(f"{info} is not a livehead.json object: {err}") from err
+    mix = weights_info(path).get("reference_mix", 0.0) if path is not None else 0.0
     try:
         return with_reference_mix(cfg, mix)
     except InputError as err:
-        raise InputError(f"{info}: {err}") from err
+        raise InputError(f"{Path(path) / BUNDLED_MARKER}: {err}") from err
 
 
 def weights_label(cfg: ModelConfig, weights_dir: str | Path | None) -> str:

@@ -24,7 +24,6 @@ decoder gets sharper. No re-calibration then, and the export keeps the --init we
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 from engine.config import ModelConfig
 from engine.errors import InputError
+from engine.model import weights_info
 from engine.train import (Trainer, TrainOptions, build_model, config_doc, export_weights, prepare_data, run_dir,
                           setup_device, trainable_parameters, weights_bytes, MAX_WEIGHTS_BYTES, WEIGHTS_DIR)
 from engine.vae import AutoencoderKL
@@ -113,15 +113,7 @@ def diffusion_info(weights_dir: str | Path) -> dict:
     """What `weights_dir`'s livehead.json says about sampling its diffusion model (`sampler_steps`,
     `reference_mix`). A decoder fine-tune leaves that model and its latents as they were, so its export
     records the same, and every loader samples the result as the --init weights were trained to."""
-    path = Path(weights_dir) / "livehead.json"
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text())
-    except ValueError as err:
-        raise InputError(f"{path} is not a livehead.json object: {err}") from err
-    if not isinstance(info, dict):
-        raise InputError(f"{path} is not a livehead.json object: it holds a {type(info).__name__}")
+    info = weights_info(weights_dir)
     return {k: info[k] for k in ("sampler_steps", "reference_mix") if k in info}
 
 
