@@ -84,7 +84,7 @@ def main() -> int:
     denoise_ms, _ = timed(lambda: runners.denoise(x, torch.tensor([999]), tokens, avatar.face, avatar.reference_kv),
                           args.runs)
     z = torch.randn(s.clip_frames, 4, size, size)
-    decode_ms, _ = timed(lambda: runners.decode(z), args.runs)
+    decode_ms, _ = timed(lambda: runners.decode(z, avatar.decoder_reference), args.runs)
 
     def first_clip():
         fresh = Session(runners, avatar)

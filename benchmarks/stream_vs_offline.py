@@ -64,7 +64,8 @@ def run_case(fx, runners, avatar, pcm: np.ndarray, window_seconds: float, pad: b
     offline_tokens = offline_audio_tokens(runners, pcm, n)
     trace = OfflineTrace()
     offline = offline_latents(runners, avatar, pcm, n, fx.seed, trace=trace)
-    offline_frames = torch.cat([runners.decode(offline[0, :, i:i + s.clip_frames].permute(1, 0, 2, 3))
+    offline_frames = torch.cat([runners.decode(offline[0, :, i:i + s.clip_frames].permute(1, 0, 2, 3),
+                                                avatar.decoder_reference)
                                 for i in range(0, n, s.clip_frames)])
 
     session = Session(runners, avatar, seed=fx.seed, noise=trace.latents_init)

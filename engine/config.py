@@ -56,6 +56,9 @@ class VAEConfig:
     layers_per_block: int = 2
     norm_num_groups: int = 32
     scaling_factor: float = 0.18215  # hard-coded in EchoMimic's pipeline for encode (x) and decode (/)
+    # The decoder also sees the avatar's photo (mouth blanked) and copies its detail (`engine.vae`): a
+    # livehead extension, off for the SD layout; the tiny preset's 8-channel decoder cannot draw unseen faces.
+    reference_decoder: bool = False
 
     @property
     def downscale(self) -> int:
@@ -194,7 +197,8 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
         name="tiny",
         unet=UNetConfig(block_out_channels=(32, 64, 64, 64), norm_num_groups=8, attention_heads=2, motion_heads=2),
-        vae=VAEConfig(block_out_channels=(8, 16, 32, 32), layers_per_block=1, norm_num_groups=4),
+        vae=VAEConfig(block_out_channels=(8, 16, 32, 32), layers_per_block=1, norm_num_groups=4,
+                      reference_decoder=True),
         audio=AudioConfig(window_seconds=2.0, pad_to_ctx=False),
         face_locator=FaceLocatorConfig(block_out_channels=(4, 8, 16, 32)),
         sampler=SamplerConfig(steps=1, guidance_scale=1.0),

@@ -250,8 +250,9 @@ class CudaRunners:
             "denoise": GraphCache(self._maybe_compile("denoise", self._denoise_impl), self.device,
                                   [d, f, d, d, d], self.graphs_enabled, pool(),
                                   reuse=[False, False, False, True, True]),
-            "decode": GraphCache(self._maybe_compile("decode", self._decode_impl), self.device, [d],
-                                 self.graphs_enabled, pool()),
+            # latents[, the avatar's decoder reference]
+            "decode": GraphCache(self._maybe_compile("decode", self._decode_impl), self.device, [d, d],
+                                 self.graphs_enabled, pool(), reuse=[False, True]),
             "audio": GraphCache(self._maybe_compile("audio", self._audio_impl), self.device, [d],
                                 self.graphs_enabled, pool()),
         }
@@ -279,10 +280,12 @@ class CudaRunners:
     def _denoise_impl(self, sample, timestep, audio, face, *kv):
         return self.model.denoiser(sample, timestep, audio, face, *kv).float()
 
-    def _decode_impl(self, latents):
+    def _decode_impl(self, latents, *reference):
+        ref = reference[0] if reference else None
         if self.options.channels_last:
             latents = latents.contiguous(memory_format=torch.channels_last)
-        return self.model.vae.decode_to_unit(latents).float()
+            ref = None if ref is None else ref.contiguous(memory_format=torch.channels_last)
+        return self.model.vae.decode_to_unit(latents, ref).float()
 
     def _audio_impl(self, mel):
         return self.model.audio_encoder(mel).float()
@@ -362,16 +365,17 @@ class CudaRunners:
             return out
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents [N, 4, s, s] → frames [N, 3, S, S] in [0, 1], fp32 on the device (caller's stream order)."""
-        return self.decode_async(latents).result()
+    def decode(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """latents [N, 4, s, s] (+ the avatar's decoder reference [1, 3, S, S]) → frames [N, 3, S, S] in
+        [0, 1], fp32 on the device (caller's stream order)."""
+        return self.decode_async(latents, reference).result()
 
     @torch.inference_mode()
-    def decode_async(self, latents: torch.Tensor) -> PendingOutput:
+    def decode_async(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> PendingOutput:
         """Queue a decode on the decode stream and return at once; `.result()` gives the frames.
 
         Work queued meanwhile on other components (the next clip's denoiser steps) overlaps with it."""
-        return self._device_result("decode", latents)
+        return self._device_result("decode", latents, *(() if reference is None else (reference,)))
 
     # ---- introspection ---------------------------------------------------------------------------
     def graph_keys(self, name: str) -> list[tuple]:

@@ -436,15 +436,19 @@ def generate_frames(runners, image: np.ndarray, mask: np.ndarray, pcm: np.ndarra
     return out
 
 
-def vae_roundtrip_frames(runners, frames: list[np.ndarray], batch: int = 16) -> list[np.ndarray]:
+def vae_roundtrip_frames(runners, frames: list[np.ndarray], reference: np.ndarray, mask: np.ndarray,
+                         batch: int = 16) -> list[np.ndarray]:
     """Each frame ([S, S, 3] uint8) through the model's VAE: encoded to its latent (the posterior mean,
-    as training caches it) and decoded. A denoiser that predicted every latent exactly would show
-    these frames, so scoring them gives the ceiling the VAE puts on every metric."""
-    from engine.session import to_pixels, to_uint8
+    as training caches it) and decoded (with the reference photo [S, S, 3] and its face mask [S, S]
+    when the decoder takes one, as a session does). A denoiser that predicted every latent exactly
+    would show these frames, so scoring them gives the ceiling the VAE puts on every metric."""
+    from engine.session import decoder_reference, to_pixels, to_uint8
 
+    ref = decoder_reference(runners.cfg, reference, mask)
     out: list[np.ndarray] = []
     for a in range(0, len(frames), batch):
-        out += list(to_uint8(runners.decode(runners.encode_image(to_pixels(np.stack(frames[a:a + batch]))))))
+        latents = runners.encode_image(to_pixels(np.stack(frames[a:a + batch])))
+        out += list(to_uint8(runners.decode(latents, ref)))
     return out
 
 

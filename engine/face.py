@@ -147,6 +147,18 @@ def mouth_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
             round(x0 + fx1 * (x1 - x0)), round(y0 + fy1 * (y1 - y0)))
 
 
+def blank_mouth(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy of image [S, S, 3] uint8 with the mouth box of its face mask [S, S] set to mid-grey (128,
+    ≈ 0 as pixels in [-1, 1]): the reference a reference decoder gets, so its mouth comes from the
+    latents and the rest of the face from the photo."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    box = mouth_box(mask)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        out[y0:y1, x0:x1] = 128
+    return out
+
+
 def _face_mask(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
     x0, y0, x1, y1 = box
     r_pad = int((y1 - y0) * MASK_DILATION)

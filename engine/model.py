@@ -183,7 +183,9 @@ class Runners(Protocol):
     face_features(mask [1, 1, S, S] in [0, 1]) → [1, C0, s, s]
     reference_kv(ref_latents [1, 4, s, s]) → 32 tensors (K, V per spatial transformer)
     denoise(sample [B, 4, F, s, s], timestep [B], audio [B, F, Ta, Ca], face [B, C0, s, s], kv) → v
-    decode(latents [N, 4, s, s]) → frames [N, 3, S, S] in [0, 1]
+    decode(latents [N, 4, s, s], reference [1, 3, S, S] | None) → frames [N, 3, S, S] in [0, 1]; the
+        reference is the avatar's `decoder_reference`, needed when `cfg.vae.reference_decoder` (torch
+        backends then decode without it, with the decoder's own drawing; exported ones refuse)
     """
 
     cfg: ModelConfig
@@ -195,7 +197,7 @@ class Runners(Protocol):
     def face_features(self, mask: torch.Tensor) -> torch.Tensor: ...
     def reference_kv(self, ref_latents: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
     def denoise(self, sample, timestep, audio, face, kv: tuple[torch.Tensor, ...]) -> torch.Tensor: ...
-    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 class TorchRunners:
@@ -235,9 +237,10 @@ class TorchRunners:
         return self.model.denoiser(self._in(sample), t, self._in(audio), self._in(face), *kv).float()
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         z = self._in(latents).contiguous(memory_format=torch.channels_last)
-        return self.model.vae.decode_to_unit(z).float().contiguous()
+        ref = None if reference is None else self._in(reference).contiguous(memory_format=torch.channels_last)
+        return self.model.vae.decode_to_unit(z, ref).float().contiguous()
 
 
 def guided_denoise(runners: Runners, x: torch.Tensor, t: int, tokens: torch.Tensor, face: torch.Tensor,

@@ -136,7 +136,8 @@ def _generate_offline(runners: Runners, avatar: Avatar, pcm: np.ndarray, out_pat
     with Mp4Writer(out_path, fps=s.fps, width=s.image_size, height=s.image_size, audio=pcm,
                    sample_rate=cfg.audio.sample_rate) as writer:
         for start in tqdm(range(0, n_frames, s.clip_frames), desc="decode", disable=not progress):
-            frames = runners.decode(latents[0, :, start:start + s.clip_frames].permute(1, 0, 2, 3))
+            frames = runners.decode(latents[0, :, start:start + s.clip_frames].permute(1, 0, 2, 3),
+                                    avatar.decoder_reference)
             for image in to_uint8(frames):
                 writer.write(image)
     return n_frames

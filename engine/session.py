@@ -40,13 +40,15 @@ class Avatar:
     """Per-portrait constants, computed once and shared by every session that uses the portrait.
 
     image [S, S, 3] uint8 (the crop), ref_latents [1, 4, s, s], face [1, C0, s, s],
-    reference_kv: 32 tensors [1, Lr_l, C_l].
+    reference_kv: 32 tensors [1, Lr_l, C_l], decoder_reference [1, 3, S, S] in [-1, 1] (the crop with
+    its mouth blanked) or None when the preset's decoder takes no reference.
     """
 
     image: np.ndarray
     ref_latents: torch.Tensor
     face: torch.Tensor
     reference_kv: tuple[torch.Tensor, ...]
+    decoder_reference: torch.Tensor | None = None
 
 
 def prepare_avatar(runners: Runners, image: np.ndarray, mask: np.ndarray) -> Avatar:
@@ -56,7 +58,18 @@ def prepare_avatar(runners: Runners, image: np.ndarray, mask: np.ndarray) -> Ava
         raise InputError(f"avatar image must be {size}x{size} RGB with a {size}x{size} mask, got {image.shape}")
     ref_latents = runners.encode_image(to_pixels(image[None]))
     face = runners.face_features(torch.from_numpy(mask.astype(np.float32))[None, None])
-    return Avatar(image=image, ref_latents=ref_latents, face=face, reference_kv=runners.reference_kv(ref_latents))
+    return Avatar(image=image, ref_latents=ref_latents, face=face, reference_kv=runners.reference_kv(ref_latents),
+                  decoder_reference=decoder_reference(runners.cfg, image, mask))
+
+
+def decoder_reference(cfg, image: np.ndarray, mask: np.ndarray) -> torch.Tensor | None:
+    """What the preset's VAE decoder takes besides the latents: image [S, S, 3] uint8 with the mouth box
+    of mask [S, S] blanked, as pixels [1, 3, S, S] (`engine.face.blank_mouth`); None for an SD decoder."""
+    if not cfg.vae.reference_decoder:
+        return None
+    from engine.face import blank_mouth
+
+    return to_pixels(blank_mouth(image, mask)[None])
 
 
 @dataclass
@@ -312,7 +325,7 @@ class Session:
         with self.lock:
             if job.epoch != self.epoch:
                 return []
-        images = to_uint8(self.runners.decode(latents[0].permute(1, 0, 2, 3)))
+        images = to_uint8(self.runners.decode(latents[0].permute(1, 0, 2, 3), self.avatar.decoder_reference))
         out = []
         for j, image in enumerate(images):
             index = job.clip * s.clip_frames + j

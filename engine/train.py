@@ -86,6 +86,12 @@ the training GRID clips, the training photos' and morphed faces' synthetic clips
 portrait's (`--mix 3,1,2,1`), then to step 7000 with `--mix 3,1,2,3` (0.35 s/step on 2 threads). Check a
 decoder with `livehead eval --vae-roundtrip` and with the model (`livehead eval`): a sharper decoder can
 still render the model's latents differently.
+
+The reference decoder shipped since (README, *A decoder that looks at the photo*): `--decoder-only` from
+the weights above (their VAE file had no reference layers; `load_init` starts them as that plain
+decoder), `--face-weight 4 --mouth-weight 8`, batch 16, lr 3e-4, warm-up 50, `--perceptual-weight 1`,
+3000 steps on the same data plus 200 more morphed-face clips (`--mix 3,1,1.5,1.5,2`), default
+`--latent-softening 0.5` and `--reference-frame-prob 0.5` (0.42 s/step on 2 threads).
 """
 
 from __future__ import annotations
@@ -95,7 +101,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -109,7 +115,8 @@ from engine.model import AvatarModel, trained_sampling, with_reference_mix
 from engine.sampler import anchored_noise, zero_snr_alphas_cumprod
 from engine.train_data import VAE_ENCODER_PARTS
 from engine.train_options import TrainOptions
-from engine.weights import check_state_dict, load_weights, read_state_dict, weight_groups
+from engine.vae import AutoencoderKL
+from engine.weights import VAE_GROUP, check_state_dict, find_file, load_weights, read_state_dict, weight_groups
 
 STAGES = ("stage1", "stage2")
 CHECKPOINT = "checkpoint.pt"
@@ -159,10 +166,27 @@ def build_model(cfg: ModelConfig, init: str | Path | None = None, whisper: str |
         model = AvatarModel(cfg)
     zero_init_new_layers(model)
     if init is not None:
-        load_weights(cfg, model.components(), Path(init))
+        load_init(cfg, model, Path(init))
     if whisper is not None:
         load_whisper(model, whisper)
     return model.float().requires_grad_(False)
+
+
+def load_init(cfg: ModelConfig, model: AvatarModel, init: Path) -> None:
+    """`init`'s weights into `model`. A VAE saved before the preset's decoder took a reference image
+    loads into the plain layout and the reference layers keep their fresh init, whose zeroed
+    injections decode exactly as that plain decoder did: the fine-tune that teaches them starts there."""
+    modules = model.components()
+    plain = None
+    if cfg.vae.reference_decoder:
+        group = next(g for g in weight_groups(cfg) if g.name == VAE_GROUP)
+        if not any(".reference_" in k for k in read_state_dict(find_file(group, init))):
+            plain = AutoencoderKL(replace(cfg.vae, reference_decoder=False))
+            modules = {**modules, "vae": plain}
+    load_weights(cfg, modules, init)
+    if plain is not None:
+        missing, unexpected = model.vae.load_state_dict(plain.state_dict(), strict=False)
+        assert not unexpected and all(".reference_" in k for k in missing), (missing, unexpected)
 
 
 def _is_audio(name: str) -> bool:
@@ -271,6 +295,12 @@ def mouth_weights(mask: torch.Tensor, size: int, weight: float) -> torch.Tensor:
     The lips are a few latent cells of a window's frames, so under plain MSE the prefix-copying
     solution (the last motion frame, mouth unchanged) costs almost nothing; weighting the mouth makes
     following the audio worth learning."""
+    cover = torch.nn.functional.adaptive_avg_pool2d(mouth_boxes(mask), size)
+    return (1.0 + weight * cover).unsqueeze(2)
+
+
+def mouth_boxes(mask: torch.Tensor) -> torch.Tensor:
+    """1 inside the mouth box (`engine.face.mouth_box`) of each face mask [B, 1, S, S], else 0: [B, 1, S, S]."""
     from engine.face import mouth_box
 
     b, _, h, w = mask.shape
@@ -280,8 +310,7 @@ def mouth_weights(mask: torch.Tensor, size: int, weight: float) -> torch.Tensor:
         if found is not None:
             x0, y0, x1, y1 = found
             box[i, 0, y0:y1, x0:x1] = 1.0
-    cover = torch.nn.functional.adaptive_avg_pool2d(box, size)
-    return (1.0 + weight * cover).unsqueeze(2)
+    return box
 
 
 def diffusion_loss(model: AvatarModel, batch: dict[str, torch.Tensor], stage: str, opts: TrainOptions,

@@ -260,6 +260,13 @@ class ClipStore:
         with safe_open(str(self.paths[i]), "pt") as f:
             return f.get_tensor("mask").numpy()
 
+    def reference(self, i: int) -> np.ndarray:
+        """Clip i's reference image: uint8 [S, S, 3] (read alone)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.paths[i]), "pt") as f:
+            return f.get_tensor("reference").numpy()
+
     def frames(self, i: int, index: Sequence[int]) -> np.ndarray:
         """Frames `index` of clip i: uint8 [len(index), S, S, 3] (memory-mapped read)."""
         from safetensors import safe_open
@@ -604,6 +611,11 @@ class FrameSampler:
     sample(batch, gen) → images [B, 3, S, S] in [-1, 1] and their clips' face masks [B, 1, S, S] in
     [0, 1], both flipped horizontally half the time (faces are near-symmetric). Clips are drawn in
     proportion to their frames within each data folder, whose share is `mix[source]` when given.
+
+    sample(batch, gen, reference_frame_prob=p) also returns each frame's decoder reference [B, 3, S, S]:
+    its clip's reference image, or with probability p another random frame of the clip, with the
+    mouth blanked (`engine.face.blank_mouth`) and flipped with the frame: a reference decoder learns to
+    take the face from it and the mouth from the latents.
     """
 
     def __init__(self, store: ClipStore, mix: Sequence[float] | None = None):
@@ -612,21 +624,38 @@ class FrameSampler:
         self.counts = counts.astype(int)
         self.weights = mixed_weights(counts, store.sources, mix)
         self._masks: dict[int, np.ndarray] = {}
+        self._references: dict[int, np.ndarray] = {}
 
     def mask(self, i: int) -> np.ndarray:
         if i not in self._masks:
             self._masks[i] = self.store.mask(i)
         return self._masks[i]
 
-    def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference(self, i: int) -> np.ndarray:
+        if i not in self._references:
+            self._references[i] = self.store.reference(i)
+        return self._references[i]
+
+    def sample(self, batch: int, gen: torch.Generator, reference_frame_prob: float | None = None):
+        from engine.face import blank_mouth
+
         clips = torch.multinomial(self.weights, batch, replacement=True, generator=gen).tolist()
         u = torch.rand(batch, 2, generator=gen)
-        images, masks = [], []
+        r = torch.rand(batch, 2, generator=gen) if reference_frame_prob is not None else None
+        images, masks, refs = [], [], []
         for j, i in enumerate(clips):
             k = int(u[j, 0] * self.counts[i])
             img, mask = self.store.frames(i, [k])[0], self.mask(i)
+            ref = None
+            if r is not None:
+                other = bool(r[j, 0] < reference_frame_prob)
+                ref = self.store.frames(i, [int(r[j, 1] * self.counts[i])])[0] if other else self.reference(i)
+                ref = blank_mouth(ref, mask)
             if u[j, 1] < 0.5:
                 img, mask = img[:, ::-1], mask[:, ::-1]
+                ref = None if ref is None else ref[:, ::-1]
             images.append(img)
             masks.append(mask)
-        return to_pixels(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
+            refs.append(ref)
+        out = to_pixels(np.stack(images)), torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
+        return out if r is None else (*out, to_pixels(np.stack(refs)))

@@ -40,8 +40,8 @@ class TrainOptions:
                                           "reference)")
     first_clip_prob: float = _option(0.1, "stage2: probability that a window is the session's first clip "
                                           "(reference as motion prefix)")
-    reference_frame_prob: float = _option(0.5, "probability that the reference is a random frame of the clip "
-                                               "instead of the clip's reference")
+    reference_frame_prob: float = _option(0.5, "probability that the reference (the reference decoder's photo "
+                                               "too) is a random frame of the clip instead of the clip's reference")
     t_min: int = _option(0, "diffusion timesteps are drawn uniformly from [t-min, t-max]")
     t_max: int = _option(999, "(t-min = t-max = 999: a one-step regression, the CPU recipe)")
     mouth_weight: float = _option(0.0, "extra loss weight on the mouth box (weight 1 + this there; 0 = plain MSE)")
@@ -56,6 +56,9 @@ class TrainOptions:
     perceptual_weight: float = _option(0.5, "vae: weight of the perceptual (gradient) proxy loss")
     face_weight: float = _option(0.0, "vae: extra loss weight inside each clip's face mask (1 + this there; 0 = uniform)")
     decoder_only: bool = False  # vae: train post_quant_conv + decoder only; the latent space (and caches) stay
+    latent_softening: float = _option(0.5, "vae with a reference decoder: share of each batch decoded from "
+                                           "softened latents (mixed with another face's, blurred, noised: a "
+                                           "one-step model's guess), so the decoder takes the face from the photo")
     # distill
     from_steps: int = _option(8, "distill: sampling steps of the teacher")
     to_steps: int = _option(1, "distill: sampling steps of the student")
@@ -79,7 +82,7 @@ class TrainOptions:
             raise InputError(f"--face-weight must be in [0, 1000] (0 = off), got {self.face_weight}")
         if self.reference_mix is not None and not 0 <= self.reference_mix < 1:
             raise InputError(f"--reference-mix must be in [0, 1) (0 = plain noise), got {self.reference_mix}")
-        for name in ("audio_dropout", "uncond_dropout", "first_clip_prob", "reference_frame_prob"):
+        for name in ("audio_dropout", "uncond_dropout", "first_clip_prob", "reference_frame_prob", "latent_softening"):
             if not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a probability, got {getattr(self, name)}")
         return self

@@ -7,7 +7,13 @@ Loss per batch of random frames (horizontally flipped half the time): L1 of the 
 posterior sample, + `kl_weight` × the per-element KL to N(0, 1), + `perceptual_weight` × a dependency-free
 perceptual proxy (L1 of horizontal and vertical image gradients, which carries edges and texture, plus
 L1 at 1/2 and 1/4 resolution, which carries structure). No GAN and no LPIPS network. `--face-weight W`
-weights both L1 terms 1 + W inside each clip's face mask; `--mix` sets each data folder's share of frames.
+weights both L1 terms 1 + W inside each clip's face mask (`--mouth-weight` adds its own in the mouth box);
+`--mix` sets each data folder's share of frames.
+
+A reference decoder (`cfg.vae.reference_decoder`, the tiny preset) trains on (photo, frame) pairs: each
+frame is decoded with its clip's reference image (or, with `--reference-frame-prob`, another frame of the
+clip), mouth blanked, and a `--latent-softening` share of each batch from blurred, noised latents, so the
+decoder learns to take the face's detail from the photo and the mouth from the latents.
 
 The diffusion model expects latents of roughly unit spread after the fixed SD scale 0.18215
 (`cfg.vae.scaling_factor`). A VAE trained from scratch lands anywhere, so the exported weights are
@@ -34,8 +40,8 @@ import torch.nn.functional as F
 from engine.config import ModelConfig
 from engine.errors import InputError
 from engine.model import weights_info
-from engine.train import (Trainer, TrainOptions, build_model, config_doc, export_weights, prepare_data, run_dir,
-                          setup_device, trainable_parameters, weights_bytes, MAX_WEIGHTS_BYTES, WEIGHTS_DIR)
+from engine.train import (Trainer, TrainOptions, build_model, config_doc, export_weights, mouth_boxes, prepare_data,
+                          run_dir, setup_device, trainable_parameters, weights_bytes, MAX_WEIGHTS_BYTES, WEIGHTS_DIR)
 from engine.vae import AutoencoderKL
 
 CALIBRATION_FRAMES = 256
@@ -71,18 +77,45 @@ def perceptual_proxy(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None = 
     return loss
 
 
+def soften_latents(z: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """The first round(share × B) of latents z [B, C, h, w] made like a one-step model's guess at a face
+    it does not know: mixed with up to 35 % of the previous sample's latents (another face, at a near
+    pose), blurred (Gaussian, σ in [0.5, 2] latent cells) and noised (σ up to 0.3 × z's spread). They
+    still carry the pose and the mouth, but little of whose face it is; the rest of z is unchanged."""
+    n = round(share * z.shape[0])
+    if n == 0:
+        return z
+    a = 0.35 * torch.rand(n, 1, 1, 1, generator=gen).to(z.device)
+    mixed = (1 - a) * z[:n] + a * z.roll(1, 0)[:n]
+    sigma = 0.5 + 1.5 * float(torch.rand(1, generator=gen))
+    taps = torch.exp(-torch.arange(-3, 4, dtype=z.dtype) ** 2 / (2 * sigma ** 2)).to(z.device)
+    taps = (taps / taps.sum()).repeat(z.shape[1], 1, 1, 1)  # [C, 1, 1, 7]
+    soft = F.conv2d(F.pad(mixed, (3, 3, 0, 0), mode="replicate"), taps, groups=z.shape[1])
+    soft = F.conv2d(F.pad(soft, (0, 0, 3, 3), mode="replicate"), taps.transpose(2, 3), groups=z.shape[1])
+    level = 0.3 * torch.rand(n, 1, 1, 1, generator=gen).to(z.device) * z.detach().std()
+    soft = soft + level * torch.randn(soft.shape, generator=gen).to(z.device)
+    return torch.cat([soft, z[n:]])
+
+
 def vae_loss(vae: AutoencoderKL, x: torch.Tensor, opts: TrainOptions, gen: torch.Generator,
-             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """x [B, 3, S, S] in [-1, 1], face masks [B, 1, S, S] in [0, 1] → (loss, stats).
+             mask: torch.Tensor | None = None, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """x [B, 3, S, S] in [-1, 1], face masks [B, 1, S, S] in [0, 1], decoder references [B, 3, S, S]
+    (mouth-blanked photos, for a reference decoder) → (loss, stats).
 
     With `opts.face_weight` W > 0 every pixel's loss is weighted 1 + W × mask: the reconstruction's
-    capacity goes to the face (what identity and lip sync are judged on) rather than hair and backdrop."""
+    capacity goes to the face (what identity and lip sync are judged on) rather than hair and backdrop;
+    `opts.mouth_weight` adds its weight inside the mouth box. With a reference, a share
+    `opts.latent_softening` of the batch is decoded from softened latents (`soften_latents`)."""
     mean, logvar = vae.encode_moments(x).chunk(2, dim=1)
     logvar = logvar.clamp(*LOGVAR_RANGE)
     eps = torch.randn(mean.shape, generator=gen).to(x.device)
     z = mean + (0.5 * logvar).exp() * eps
-    rec = vae.decoder(vae.post_quant_conv(z))
-    w = 1.0 + opts.face_weight * mask.to(rec.dtype) if opts.face_weight > 0 and mask is not None else None
+    if reference is not None:
+        z = soften_latents(z, opts.latent_softening, gen)
+    rec = vae.decoder(vae.post_quant_conv(z), reference)
+    w = None
+    if mask is not None and (opts.face_weight > 0 or opts.mouth_weight > 0):
+        w = 1.0 + opts.face_weight * mask.to(rec.dtype) + opts.mouth_weight * mouth_boxes(mask).to(rec)
     l1 = weighted_l1(rec, x, w)
     kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
     loss = l1 + opts.kl_weight * kl
@@ -137,10 +170,13 @@ def train_vae(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, 
     trainer.start(resume)
     model.train()
 
+    paired = cfg.vae.reference_decoder
+
     def loss_fn(gen):
-        x, mask = frames.sample(opts.batch, gen)
+        x, mask, *ref = frames.sample(opts.batch, gen, opts.reference_frame_prob if paired else None)
+        ref = ref[0].to(device) if ref else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            return vae_loss(model.vae, x.to(device), opts, gen, mask.to(device))
+            return vae_loss(model.vae, x.to(device), opts, gen, mask.to(device), ref)
 
     def export() -> list[Path]:
         """OUT/weights from the current (EMA) state: at every save, on Ctrl-C and at the end."""

@@ -11,6 +11,13 @@ renaming table:
     decoder.conv_in, decoder.mid_block..., decoder.up_blocks.{i}.resnets.{j} (layers_per_block + 1 each),
     decoder.up_blocks.{i}.upsamplers.0.conv (all but the last block), decoder.conv_norm_out, decoder.conv_out.
 
+With `cfg.reference_decoder` (the tiny preset; a livehead extension, not in SD) the decoder also takes
+the avatar's photo with its mouth blanked (`engine.face.blank_mouth`): `decoder.reference_encoder`
+turns it into a feature pyramid, and before each up block (`decoder.reference_in.{i}`) and the output
+(`decoder.reference_out`) a zero-initialised injection adds what it draws from [features, pyramid level].
+The latents say where the head is and how the mouth moves; the photo gives the face's detail, so a
+small decoder keeps a face it never saw in training. Without a reference those layers are skipped.
+
 Every GroupNorm uses eps 1e-6 and `norm_num_groups` groups; the activation is SiLU. The latent scale
 (0.18215) is applied here, the way EchoMimic's pipeline hard-codes it: `encode_mean` returns
 posterior-mean x scale, `decode` divides by it first. Methods take and return plain tensors so the
@@ -153,6 +160,39 @@ class UpDecoderBlock(nn.Module):
         return x
 
 
+class ReferenceEncoder(nn.Module):
+    """reference [B, 3, S, S] → features, finest first: [B, c0, S, S], [B, c1, S/2, S/2], ... (one per
+    `block_out_channels` entry, so the coarsest is at the latent size)."""
+
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        chans = tuple(cfg.block_out_channels)
+        self.conv_in = nn.Conv2d(cfg.in_channels, chans[0], kernel_size=3, stride=1, padding=1)
+        self.downs = nn.ModuleList(
+            [nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1) for a, b in zip(chans[:-1], chans[1:])])
+
+    def forward(self, reference: torch.Tensor) -> list[torch.Tensor]:
+        feats = [F.silu(self.conv_in(reference))]
+        for down in self.downs:
+            feats.append(F.silu(down(feats[-1])))
+        return feats
+
+
+class ReferenceInjection(nn.Module):
+    """x [B, C, H, W] + conv3x3(SiLU(conv1x1([x, r]))) with r [B, Cr, H, W]; the last conv starts at
+    zero, so a new reference path leaves a trained decoder's output unchanged until it learns."""
+
+    def __init__(self, channels: int, reference_channels: int) -> None:
+        super().__init__()
+        self.mix = nn.Conv2d(channels + reference_channels, channels, kernel_size=1)
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=1, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(F.silu(self.mix(torch.cat([x, r], dim=1))))
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
@@ -193,12 +233,28 @@ class Decoder(nn.Module):
         self.mid_block = MidBlock(rev[0], groups)
         self.conv_norm_out = _group_norm(groups, rev[-1])
         self.conv_out = nn.Conv2d(rev[-1], cfg.in_channels, kernel_size=3, stride=1, padding=1)
+        self.reference_encoder = self.reference_in = self.reference_out = None
+        if cfg.reference_decoder:
+            ins = [rev[0], *rev[:-1]]  # each up block's input width; block i runs at level len - 1 - i
+            self.reference_encoder = ReferenceEncoder(cfg)
+            self.reference_in = nn.ModuleList([ReferenceInjection(c, r) for c, r in zip(ins, rev)])
+            self.reference_out = ReferenceInjection(rev[-1], rev[-1])
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """z [B, 4, h, w] → pixels; reference [1 or B, 3, 8h, 8w] in [-1, 1] when the decoder takes one."""
+        feats = None
+        if reference is not None and self.reference_encoder is not None:
+            feats = self.reference_encoder(reference)[::-1]  # coarsest (latent size) first
+            if feats[0].shape[0] != z.shape[0]:
+                feats = [f.expand(z.shape[0], -1, -1, -1) for f in feats]
         x = self.conv_in(z)
         x = self.mid_block(x)
-        for block in self.up_blocks:
+        for i, block in enumerate(self.up_blocks):
+            if feats is not None:
+                x = self.reference_in[i](x, feats[i])
             x = block(x)
+        if feats is not None:
+            x = self.reference_out(x, feats[-1])
         return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 
@@ -206,8 +262,9 @@ class AutoencoderKL(nn.Module):
     """SD-layout KL autoencoder with diffusers key names.
 
     encode_mean(pixels [B,3,H,W] in [-1,1]) -> latents [B,4,H/8,W/8] (posterior mean x scaling_factor)
-    decode(latents [B,4,h,w]) -> pixels [B,3,8h,8w], raw (not clamped); `forward` is `decode`.
-    decode_to_unit(latents) -> clamp(pixels / 2 + 0.5, 0, 1).
+    decode(latents [B,4,h,w], reference [1|B,3,8h,8w] | None) -> pixels [B,3,8h,8w], raw (not clamped);
+    `forward` is `decode`. The reference (mouth-blanked photo) only counts with `cfg.reference_decoder`.
+    decode_to_unit(latents, reference) -> clamp(pixels / 2 + 0.5, 0, 1).
     """
 
     def __init__(self, cfg: VAEConfig | None = None) -> None:
@@ -233,11 +290,11 @@ class AutoencoderKL(nn.Module):
         moments = self.encode_moments(pixels)
         return moments[:, : self.latent_channels] * self.scaling_factor
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(latents / self.scaling_factor))
+    def decode(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(latents / self.scaling_factor), reference)
 
-    def decode_to_unit(self, latents: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(self.decode(latents) / 2 + 0.5, 0.0, 1.0)
+    def decode_to_unit(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.clamp(self.decode(latents, reference) / 2 + 0.5, 0.0, 1.0)
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decode(latents)
+    def forward(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(latents, reference)

@@ -8,7 +8,7 @@
 | reference      | ref_latents [1, 4, h, w]                                      | ref_k_i, ref_v_i (16 each)   |
 | denoiser_uncond | the same without reference K/V (classifier-free guidance's unconditional branch) | v |
 | denoiser       | sample [B, 4, F, h, w], timestep [B], audio_tokens [B, F, Ta, Ca], face_features [B, C0, h, w], ref_k_i / ref_v_i [B, Lr_i, C_i] | v [B, 4, F, h, w] |
-| vae_decoder    | latents [N, 4, h, w]                                          | frames [N, 3, 8h, 8w] in [0, 1] |
+| vae_decoder    | latents [N, 4, h, w] (+ reference [1, 3, 8h, 8w] with `cfg.vae.reference_decoder`) | frames [N, 3, 8h, 8w] in [0, 1] |
 
 Batch, frames, token counts and spatial sizes are dynamic axes, so one file serves every window size
 and session batch. These are exactly the calls of `engine.model.Runners`.
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from engine.config import ModelConfig
+from engine.errors import InputError
 from engine.model import AvatarModel
 
 
@@ -78,8 +79,18 @@ class VAEDecoderGraph(nn.Module):
         super().__init__()
         self.vae = model.vae
 
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode_to_unit(latents)
+    def forward(self, latents: torch.Tensor, *reference: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode_to_unit(latents, reference[0] if reference else None)
+
+
+def decoder_feeds(cfg: ModelConfig, latents: torch.Tensor, reference: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The exported vae_decoder's inputs. A graph exported with the reference input cannot decode
+    without one: that is an error here, not a silently different picture."""
+    if not cfg.vae.reference_decoder:
+        return {"latents": latents}
+    if reference is None:
+        raise InputError(f"the {cfg.name} decoder takes the avatar's reference image (Avatar.decoder_reference)")
+    return {"latents": latents, "reference": reference}
 
 
 KV_NAMES = [f"ref_{kind}_{i}" for i in range(16) for kind in ("k", "v")]
@@ -110,6 +121,7 @@ def graph_specs(cfg: ModelConfig, model: AvatarModel, frames: int | None = None,
     def rand(*shape):
         return torch.randn(*shape, generator=gen)
 
+    reference = (rand(1, 3, h * down, w * down).clamp(-1, 1),) if cfg.vae.reference_decoder else ()
     with torch.no_grad():
         kv = ReferenceGraph(model)(rand(1, 4, h, w))
     kv_batch = tuple(t.expand(batch, -1, -1).contiguous() for t in kv)
@@ -135,6 +147,8 @@ def graph_specs(cfg: ModelConfig, model: AvatarModel, frames: int | None = None,
                   (rand(batch, 4, frames, h, w), torch.full((batch,), 999, dtype=torch.int64),
                    torch.zeros(batch, frames, a.tokens_per_frame, a.n_state), torch.zeros(batch, c0, h, w)),
                   ["sample", "timestep", "audio_tokens", "face_features"], ["v"], denoiser_axes),
-        GraphSpec("vae_decoder", VAEDecoderGraph(model), (rand(cfg.stream.clip_frames, 4, h, w),), ["latents"],
-                  ["frames"], {"latents": {0: "n", **spatial}, "frames": {0: "n", **spatial}}),
+        GraphSpec("vae_decoder", VAEDecoderGraph(model), (rand(cfg.stream.clip_frames, 4, h, w), *reference),
+                  ["latents", *(["reference"] if reference else [])], ["frames"],
+                  {"latents": {0: "n", **spatial}, "frames": {0: "n", **spatial},
+                   **({"reference": spatial} if reference else {})}),
     ]

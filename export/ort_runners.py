@@ -18,7 +18,7 @@ import torch
 
 from engine.config import ModelConfig
 from engine.errors import InputError
-from export.graphs import KV_NAMES
+from export.graphs import KV_NAMES, decoder_feeds
 from export.onnx_export import exported_sampling, read_manifest
 
 COMPONENTS = ("audio_encoder", "vae_encoder", "face_locator", "reference", "denoiser", "denoiser_uncond",
@@ -109,5 +109,5 @@ class OrtRunners:
             return self._t(self.run_graph("denoiser_uncond", feeds)[0])
         return self._t(self.run_graph("denoiser", {**feeds, **dict(zip(KV_NAMES, kv))})[0])
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self._t(self.run_graph("vae_decoder", {"latents": latents})[0])
+    def decode(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        return self._t(self.run_graph("vae_decoder", decoder_feeds(self.cfg, latents, reference))[0])

@@ -23,7 +23,7 @@ import torch
 
 from engine.config import ModelConfig
 from engine.errors import InputError
-from export.graphs import KV_NAMES
+from export.graphs import KV_NAMES, decoder_feeds
 from export.onnx_export import exported_sampling, read_manifest, sha256_of
 
 Shape = tuple[int, ...]
@@ -95,7 +95,9 @@ def optimisation_profiles(cfg: ModelConfig, max_batch: int = 4) -> dict[str, Pro
     profiles = {
         "denoiser": Profile(denoiser),
         "denoiser_uncond": Profile({k: v for k, v in denoiser.items() if k not in kv}),
-        "vae_decoder": Profile({"latents": ((1, 4, h, w), (n_dec, 4, h, w), (n_dec * max_batch, 4, h, w))}),
+        "vae_decoder": Profile({"latents": ((1, 4, h, w), (n_dec, 4, h, w), (n_dec * max_batch, 4, h, w)),
+                                **({"reference": ((1, 3, s.image_size, s.image_size),) * 3}
+                                   if cfg.vae.reference_decoder else {})}),
         "audio_encoder": Profile({"mel": ((1, a.n_mels, 2 * (a.tokens_before + a.tokens_after + 1)),
                                           (1, *mel), (1, a.n_mels, 2 * a.n_ctx))}),
         "reference": Profile({"ref_latents": ((1, 4, h, w),) * 3}),
@@ -280,5 +282,5 @@ class TrtRunners:
             return self._run("denoiser_uncond", feeds)[0]
         return self._run("denoiser", {**feeds, **dict(zip(KV_NAMES, kv))})[0]
 
-    def decode(self, latents):
-        return self._run("vae_decoder", {"latents": latents})[0]
+    def decode(self, latents, reference=None):
+        return self._run("vae_decoder", decoder_feeds(self.cfg, latents, reference))[0]

@@ -281,7 +281,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.vae_roundtrip:
             from engine.evaluate import vae_roundtrip_frames
 
-            generate = lambda clip: vae_roundtrip_frames(runners, clip.gt_frames)  # noqa: E731
+            generate = lambda clip: vae_roundtrip_frames(runners, clip.gt_frames, clip.reference,  # noqa: E731
+                                                             clip.mask)
         else:
             generate = lambda clip: generate_frames(runners, clip.reference, clip.mask, clip.pcm,  # noqa: E731
                                                     seed=args.seed)

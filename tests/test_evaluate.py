@@ -119,6 +119,7 @@ def test_vae_roundtrip_scores_the_clip_through_the_vae(tmp_path, capsys):
 
     from engine.config import ModelConfig
     from engine.evaluate import vae_roundtrip_frames
+    from engine.face import blank_mouth
     from engine.model import SEEDED, TorchRunners, load_model
 
     talker = SyntheticTalker(load_image(ASSETS / "portrait.png"), size=128, style=TalkerStyle(blink_interval=0))
@@ -126,13 +127,19 @@ def test_vae_roundtrip_scores_the_clip_through_the_vae(tmp_path, capsys):
     cfg = ModelConfig.from_name("tiny")
     model = load_model(cfg, SEEDED)
     frames = list(clip.frames)
-    out = vae_roundtrip_frames(TorchRunners(model), frames, batch=4)
+    mask = np.zeros((128, 128), np.float32)
+    mask[24:112, 28:100] = 1.0
+    out = vae_roundtrip_frames(TorchRunners(model), frames, frames[0], mask, batch=4)
     assert len(out) == len(frames) and out[0].shape == frames[0].shape and out[0].dtype == np.uint8
     with torch.no_grad():
         x = torch.from_numpy(np.stack(frames[-2:])).permute(0, 3, 1, 2).float() / 127.5 - 1
-        y = model.vae.decode_to_unit(model.vae.encode_mean(x))
+        ref = torch.from_numpy(blank_mouth(frames[0], mask)[None]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        y = model.vae.decode_to_unit(model.vae.encode_mean(x), ref)
     expect = (y * 255).round().byte().permute(0, 2, 3, 1).numpy()
     assert np.abs(out[-1].astype(int) - expect[-1]).max() <= 1 and not np.array_equal(out[-1], frames[-1])
+    # the tiny decoder draws from the (mouth-blanked) photo it is given, as a session's does
+    other = vae_roundtrip_frames(TorchRunners(model), frames[-1:], np.full_like(frames[0], 90), mask)
+    assert np.abs(other[0].astype(int) - out[-1].astype(int)).max() > 5
 
     write_clip(clip, tmp_path / "short")
     result_path = tmp_path / "r.json"

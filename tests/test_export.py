@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.config import ModelConfig
+from engine.errors import InputError
 from engine.face import prepare_portrait
 from engine.media import load_audio, load_image
 from engine.model import TorchRunners, load_model, weights_identity
@@ -176,6 +177,21 @@ def test_engine_cache_key_changes_with_every_field(exported, tmp_path):
     assert len({base, *(v.digest() for v in variants)}) == 6
 
 
+def test_the_exported_decoder_takes_the_avatars_photo(exported):
+    """The tiny decoder's graph has the reference input and matches torch with it; without the photo
+    it refuses rather than draw a different picture."""
+    cfg, model, out, _ = exported
+    runners = OrtRunners.from_dir(cfg, out)
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 4, cfg.latent_size, cfg.latent_size, generator=gen)
+    ref = torch.rand(1, 3, cfg.stream.image_size, cfg.stream.image_size, generator=gen) * 2 - 1
+    expected = TorchRunners(model).decode(z, ref)
+    assert (runners.decode(z, ref) - expected).abs().max() < 1e-3
+    assert (TorchRunners(model).decode(z) - expected).abs().max() > 1e-3  # the photo counts
+    with pytest.raises(InputError, match="reference image"):
+        runners.decode(z)
+
+
 def test_prepare_onnx_keeps_the_graph_valid(exported):
     _, _, out, _ = exported
     prepared = prepare_onnx(out / "face_locator.onnx")
@@ -192,6 +208,7 @@ def test_tensorrt_engines_match_torch(exported):
     cfg, model, out, _ = exported
     runners = TrtRunners(cfg, out, precision="fp16")
     x = torch.randn(1, 4, cfg.stream.window_frames, cfg.latent_size, cfg.latent_size)
-    frames = runners.decode(x[0, :, :4].permute(1, 0, 2, 3))
-    expected = TorchRunners(model).decode(x[0, :, :4].permute(1, 0, 2, 3))
+    ref = torch.rand(1, 3, cfg.stream.image_size, cfg.stream.image_size) * 2 - 1
+    frames = runners.decode(x[0, :, :4].permute(1, 0, 2, 3), ref)
+    expected = TorchRunners(model).decode(x[0, :, :4].permute(1, 0, 2, 3), ref)
     assert (frames.cpu() - expected).abs().max() < 1e-2

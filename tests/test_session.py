@@ -29,9 +29,9 @@ class CountingRunners(TorchRunners):
         self.calls["denoise"] += 1
         return super().denoise(*args)
 
-    def decode(self, latents):
+    def decode(self, latents, reference=None):
         self.calls["decode"] += 1
-        return super().decode(latents)
+        return super().decode(latents, reference)
 
 
 # The session logic does not depend on the step count: one step keeps these tests fast on 2 cores.

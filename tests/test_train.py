@@ -333,6 +333,52 @@ def test_face_weight_moves_the_vae_loss_onto_the_face(cfg, data_dir, tmp_path):
         FrameSampler(store, mix=(0, 0))
 
 
+def test_reference_decoder_fine_tune_pairs_each_frame_with_its_photo(cfg, data_dir, tmp_path):
+    """A reference decoder trains on (mouth-blanked photo, frame) pairs flipped together; fine-tuned from
+    weights saved without reference layers, it starts as their plain decoder and learns the new path
+    while the encoder (and so every latent cache) stays as it was."""
+    from dataclasses import replace
+
+    from engine.face import blank_mouth
+    from engine.session import to_pixels
+    from engine.train_data import FrameSampler, prepare_clips
+
+    side = tmp_path / "side"
+    side.mkdir()
+    clip = _clip(7)
+    clip.frames[:, 4:28, 2:12] = 250  # a bright bar on the left of every frame and of the photo
+    clip.reference[:] = clip.frames[0]
+    clip.mask[:] = 0
+    clip.mask[4:30, 2:22] = 1  # off centre: the mouth box moves when the pair is flipped
+    save_clip(side / "clip7.safetensors", clip)
+    store = prepare_clips([side], tmp_path / "store", 32, progress=False)
+    images, masks, refs = FrameSampler(store).sample(12, torch.Generator().manual_seed(0), reference_frame_prob=0.0)
+    blank = to_pixels(blank_mouth(clip.reference, clip.mask)[None])[0]
+    flipped = images[:, 0, 10, 3] < images[:, 0, 10, 28]
+    assert 0 < int(flipped.sum()) < 12
+    for j in range(12):
+        expect = blank.flip(-1) if flipped[j] else blank
+        torch.testing.assert_close(refs[j], expect)
+        assert bool((masks[j, 0, 10, 3] == 0) == flipped[j])
+
+    ref_cfg = replace(cfg, vae=replace(cfg.vae, reference_decoder=True))
+    plain = train_vae(cfg, [data_dir], tmp_path / "plain", _opts(steps=2), cache=tmp_path / "cache")
+    start = build_model(ref_cfg, init=plain)
+    base = build_model(cfg, init=plain)
+    z = torch.randn(2, 4, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(start.vae.decode(z, refs[:1]), base.vae.decode(z), rtol=0, atol=0)
+    tuned = train_vae(ref_cfg, [data_dir], tmp_path / "tuned", _opts(steps=3, decoder_only=True, mouth_weight=8),
+                      init=plain, cache=tmp_path / "cache")
+    after = load_model(ref_cfg, weights_dir=tuned).vae
+    assert float(after.decoder.reference_out.conv.weight.abs().max()) > 0  # the zeroed injection learned
+    for name, p in base.vae.named_parameters():
+        if name.startswith(("encoder.", "quant_conv.")):
+            torch.testing.assert_close(dict(after.named_parameters())[name], p)
+    with pytest.raises(InputError, match="--latent-softening"):
+        _opts(latent_softening=1.5).check()
+
+
 def test_vae_ctrl_c_exports_calibrated_weights_and_resume_is_exact(cfg, data_dir, tmp_path, monkeypatch):
     """The VAE stage exports OUT/weights (calibrated) at every save and on Ctrl-C, as the diffusion
     stages do; resuming after Ctrl-C ends where the uninterrupted run ends."""

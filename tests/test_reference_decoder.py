@@ -1,0 +1,98 @@
+"""The tiny preset's reference decoder: the VAE decoder also takes the avatar's photo (mouth blanked).
+
+What it must keep: the SD layout has no reference layers; a new reference path starts as the plain
+decoder; the photo reaches every frame of a session, the offline render, the VAE round trip and the
+exported graph; training pairs each frame with its clip's photo, mouth blanked, flipped with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.config import ModelConfig, VAEConfig
+from engine.face import blank_mouth, mouth_box
+from engine.model import SEEDED, TorchRunners, load_model
+from engine.session import Session, decoder_reference, prepare_avatar, to_pixels
+from engine.train_vae import soften_latents
+from engine.vae import AutoencoderKL
+
+TINY = ModelConfig.from_name("tiny")
+SIZE = TINY.stream.image_size
+
+
+def face_mask(size: int = SIZE) -> np.ndarray:
+    mask = np.zeros((size, size), np.float32)
+    mask[size // 5: 4 * size // 5, size // 4: 3 * size // 4] = 1.0
+    return mask
+
+
+def photo(seed: int, size: int = SIZE) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def test_only_the_tiny_decoder_has_reference_layers():
+    assert not any("reference" in k for k in AutoencoderKL(VAEConfig(block_out_channels=(8, 8), norm_num_groups=4,
+                                                                      layers_per_block=1)).state_dict())
+    keys = AutoencoderKL(TINY.vae).state_dict()
+    assert "decoder.reference_encoder.conv_in.weight" in keys and "decoder.reference_out.conv.weight" in keys
+    assert len([k for k in keys if k.startswith("decoder.reference_in.")]) == 4 * len(TINY.vae.block_out_channels)
+
+
+def test_a_new_reference_path_leaves_the_decoder_as_it_was_then_uses_the_photo():
+    torch.manual_seed(0)
+    vae = AutoencoderKL(TINY.vae).eval()
+    z = torch.randn(3, 4, TINY.latent_size, TINY.latent_size)
+    ref = to_pixels(photo(1)[None])
+    with torch.no_grad():
+        torch.testing.assert_close(vae.decode(z, ref), vae.decode(z), rtol=0, atol=0)  # zero-initialised
+        for p in vae.decoder.reference_out.conv.parameters():
+            p.normal_(0, 0.1)
+        used = vae.decode(z, ref)
+        assert (used - vae.decode(z)).abs().max() > 1e-3
+        # one photo serves a batch of frames
+        torch.testing.assert_close(used, vae.decode(z, ref.expand(3, -1, -1, -1)), rtol=1e-5, atol=1e-5)
+        assert (vae.decode(z, to_pixels(photo(2)[None])) - used).abs().max() > 1e-3
+
+
+def test_blank_mouth_greys_only_the_mouth_box():
+    image, mask = photo(3), face_mask()
+    out = blank_mouth(image, mask)
+    x0, y0, x1, y1 = mouth_box(mask)
+    assert (out[y0:y1, x0:x1] == 128).all() and x1 - x0 > 10 and y1 - y0 > 5
+    keep = np.ones(mask.shape, bool)
+    keep[y0:y1, x0:x1] = False
+    assert np.array_equal(out[keep], image[keep]) and not np.array_equal(out, image)
+    assert np.array_equal(blank_mouth(image, np.zeros_like(mask)), image)  # no face found: the photo as it is
+
+
+def test_sessions_decode_with_their_avatars_photo():
+    runners = TorchRunners(load_model(TINY, SEEDED))
+    image, mask = photo(4), face_mask()
+    avatar = prepare_avatar(runners, image, mask)
+    torch.testing.assert_close(avatar.decoder_reference, to_pixels(blank_mouth(image, mask)[None]))
+    assert decoder_reference(ModelConfig.from_name("echomimic-v1"), image, mask) is None
+    pcm = np.sin(np.linspace(0, 400, 16000)).astype(np.float32) * 0.3
+
+    def frames(av):
+        session = Session(runners, av, seed=0)
+        session.push_audio(pcm, 16000)
+        session.flush()
+        return np.stack([f.image for f in session.frames()])
+
+    a = frames(avatar)
+    other = prepare_avatar(runners, image, mask)
+    other.decoder_reference = to_pixels(blank_mouth(photo(5), mask)[None])
+    b = frames(other)
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() > 5
+
+
+def test_softened_latents_keep_the_rest_of_the_batch():
+    z = torch.randn(4, 4, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(soften_latents(z, 0.0, gen), z)
+    out = soften_latents(z, 0.5, gen)
+    assert torch.equal(out[2:], z[2:]) and not torch.equal(out[:2], z[:2])
+    # a blur: neighbouring cells move closer together (the noise added stays below that)
+    rough = (z[:2, :, :, 1:] - z[:2, :, :, :-1]).abs().mean()
+    assert (out[:2, :, :, 1:] - out[:2, :, :, :-1]).abs().mean() < 0.8 * rough
