@@ -171,8 +171,35 @@ def load_model(cfg: ModelConfig, weights_dir: str | Path | None = None, device: 
     else:
         with torch.device("meta"):
             model = AvatarModel(cfg)
-        load_weights(cfg, model.components(), Path(weights_dir), dtype=dtype)  # cast while loading: one copy
+        load_avatar_weights(cfg, model, Path(weights_dir), dtype=dtype)  # cast while loading: one copy
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_avatar_weights(cfg: ModelConfig, model: AvatarModel, root: Path, dtype: torch.dtype = torch.float32) -> None:
+    """`engine.weights.load_weights` into `model`'s components, strictly, with one allowance: a VAE file
+    saved before the preset's decoder took a reference image (tiny weights trained before it) loads into
+    the plain layout. Its reference layers then keep their init, or become zeros on a model built on
+    `meta`; either way their last convolutions are zero, so it decodes exactly as that plain decoder did."""
+    from engine.weights import VAE_GROUP, find_file, read_state_dict, weight_groups
+
+    modules, plain = model.components(), None
+    if cfg.vae.reference_decoder:
+        group = next(g for g in weight_groups(cfg) if g.name == VAE_GROUP)
+        if not any(".reference_" in k for k in read_state_dict(find_file(group, root))):
+            with torch.device(next(model.vae.parameters()).device):
+                plain = AutoencoderKL(replace(cfg.vae, reference_decoder=False))
+            modules = {**modules, "vae": plain}
+    load_weights(cfg, modules, root, dtype=dtype)
+    if plain is None:
+        return
+    state = plain.state_dict()
+    if next(model.vae.parameters()).is_meta:
+        state.update({k: torch.zeros(v.shape, dtype=dtype) for k, v in model.vae.state_dict().items()
+                      if ".reference_" in k})
+        model.vae.load_state_dict(state, strict=True, assign=True)
+    else:
+        missing, unexpected = model.vae.load_state_dict(state, strict=False)
+        assert not unexpected and all(".reference_" in k for k in missing), (missing, unexpected)
 
 
 class Runners(Protocol):

@@ -88,8 +88,8 @@ decoder with `livehead eval --vae-roundtrip` and with the model (`livehead eval`
 still render the model's latents differently.
 
 The reference decoder shipped since (README, *A decoder that looks at the photo*): `--decoder-only` from
-the weights above (their VAE file had no reference layers; `load_init` starts them as that plain
-decoder), `--face-weight 4 --mouth-weight 8`, batch 16, lr 3e-4, warm-up 50, `--perceptual-weight 1`,
+the weights above (their VAE file had no reference layers; `engine.model.load_avatar_weights` starts
+them as that plain decoder), `--face-weight 4 --mouth-weight 8`, batch 16, lr 3e-4, warm-up 50, `--perceptual-weight 1`,
 3000 steps on the same data plus 200 more morphed-face clips (`--mix 3,1,1.5,1.5,2`), default
 `--latent-softening 0.5` and `--reference-frame-prob 0.5` (0.42 s/step on 2 threads).
 """
@@ -101,7 +101,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -111,12 +111,11 @@ from torch import nn
 from engine.attention import MotionModule, SpatialTransformerBlock
 from engine.config import ModelConfig
 from engine.errors import InputError
-from engine.model import AvatarModel, trained_sampling, with_reference_mix
+from engine.model import AvatarModel, load_avatar_weights, trained_sampling, with_reference_mix
 from engine.sampler import anchored_noise, zero_snr_alphas_cumprod
 from engine.train_data import VAE_ENCODER_PARTS
 from engine.train_options import TrainOptions
-from engine.vae import AutoencoderKL
-from engine.weights import VAE_GROUP, check_state_dict, find_file, load_weights, read_state_dict, weight_groups
+from engine.weights import check_state_dict, read_state_dict, weight_groups
 
 STAGES = ("stage1", "stage2")
 CHECKPOINT = "checkpoint.pt"
@@ -165,28 +164,11 @@ def build_model(cfg: ModelConfig, init: str | Path | None = None, whisper: str |
         torch.manual_seed(seed)
         model = AvatarModel(cfg)
     zero_init_new_layers(model)
-    if init is not None:
-        load_init(cfg, model, Path(init))
+    if init is not None:  # a VAE saved before the reference decoder starts it as that plain decoder
+        load_avatar_weights(cfg, model, Path(init))
     if whisper is not None:
         load_whisper(model, whisper)
     return model.float().requires_grad_(False)
-
-
-def load_init(cfg: ModelConfig, model: AvatarModel, init: Path) -> None:
-    """`init`'s weights into `model`. A VAE saved before the preset's decoder took a reference image
-    loads into the plain layout and the reference layers keep their fresh init, whose zeroed
-    injections decode exactly as that plain decoder did: the fine-tune that teaches them starts there."""
-    modules = model.components()
-    plain = None
-    if cfg.vae.reference_decoder:
-        group = next(g for g in weight_groups(cfg) if g.name == VAE_GROUP)
-        if not any(".reference_" in k for k in read_state_dict(find_file(group, init))):
-            plain = AutoencoderKL(replace(cfg.vae, reference_decoder=False))
-            modules = {**modules, "vae": plain}
-    load_weights(cfg, modules, init)
-    if plain is not None:
-        missing, unexpected = model.vae.load_state_dict(plain.state_dict(), strict=False)
-        assert not unexpected and all(".reference_" in k for k in missing), (missing, unexpected)
 
 
 def _is_audio(name: str) -> bool:

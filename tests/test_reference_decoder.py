@@ -96,3 +96,26 @@ def test_softened_latents_keep_the_rest_of_the_batch():
     # a blur: neighbouring cells move closer together (the noise added stays below that)
     rough = (z[:2, :, :, 1:] - z[:2, :, :, :-1]).abs().mean()
     assert (out[:2, :, :, 1:] - out[:2, :, :, :-1]).abs().mean() < 0.8 * rough
+
+
+def test_tiny_weights_saved_before_the_reference_decoder_still_load_and_decode_as_before(tmp_path):
+    """A tiny weights folder whose VAE file has no reference layers loads for inference; with the
+    layers zeroed the frames are exactly those its plain decoder draws."""
+    import shutil
+    from dataclasses import replace
+
+    from safetensors.torch import load_file, save_file
+
+    from engine.model import bundled_weights_dir
+
+    old = tmp_path / "old"
+    shutil.copytree(bundled_weights_dir(TINY), old)
+    vae_file = old / "sd-vae-ft-mse" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v for k, v in load_file(str(vae_file)).items() if ".reference_" not in k}, str(vae_file))
+    plain_cfg = replace(TINY, vae=replace(TINY.vae, reference_decoder=False))
+    z = torch.randn(3, 4, TINY.latent_size, TINY.latent_size, generator=torch.Generator().manual_seed(0))
+    ref = to_pixels(blank_mouth(photo(8), face_mask())[None])
+    upgraded = TorchRunners(load_model(TINY, old))
+    expected = TorchRunners(load_model(plain_cfg, old)).decode(z)
+    torch.testing.assert_close(upgraded.decode(z, ref), expected, rtol=0, atol=0)
+    assert (TorchRunners(load_model(TINY)).decode(z, ref) - expected).abs().max() > 1e-3  # the shipped one differs
