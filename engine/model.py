@@ -180,12 +180,12 @@ def load_avatar_weights(cfg: ModelConfig, model: AvatarModel, root: Path, dtype:
     saved before the preset's decoder took a reference image (tiny weights trained before it) loads into
     the plain layout. Its reference layers then keep their init, or become zeros on a model built on
     `meta`; either way their last convolutions are zero, so it decodes exactly as that plain decoder did."""
-    from engine.weights import VAE_GROUP, read_state_dict, weight_groups
+    from engine.weights import VAE_GROUP, existing_file, read_state_dict, weight_groups
 
     modules, plain = model.components(), None
-    if cfg.vae.reference_decoder and root.is_dir():  # else load_weights says what is missing
-        group = next(g for g in weight_groups(cfg) if g.name == VAE_GROUP)
-        path = next((p for p in group.file_candidates(root) if p.is_file()), None)
+    if cfg.vae.reference_decoder:
+        # a missing folder or file is left to load_weights, which names it
+        path = existing_file(next(g for g in weight_groups(cfg) if g.name == VAE_GROUP), root)
         if path is not None and not any(".reference_" in k for k in read_state_dict(path)):
             with torch.device(next(model.vae.parameters()).device):
                 plain = AutoencoderKL(replace(cfg.vae, reference_decoder=False))

@@ -191,10 +191,15 @@ def check_state_dict(found: dict[str, torch.Tensor], expected: dict[str, list[in
             raise InputError(f"{where}: unexpected key {key!r}; is this file from another model or preset?")
 
 
+def existing_file(group: WeightGroup, root: Path) -> Path | None:
+    """The first of the group's candidate files present under root, or None."""
+    return next((path for path in group.file_candidates(root) if path.is_file()), None)
+
+
 def find_file(group: WeightGroup, root: Path) -> Path:
-    for path in group.file_candidates(root):
-        if path.is_file():
-            return path
+    path = existing_file(group, root)
+    if path is not None:
+        return path
     names = " or ".join(str(p.relative_to(root)) for p in group.file_candidates(root))
     raise InputError(f"weights directory {root} is missing {names}")
 
