@@ -22,19 +22,18 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
+from livehead.engine.common.errors import InputError
+from livehead.engine.eval.bench import machine_info, save_result
+from livehead.engine.media.audio_video import load_audio
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.synth.talker import read_params
+from livehead.engine.training.data import gather_tokens, session_audio_tokens
+from livehead.engine.training.train import build_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from engine.config import ModelConfig  # noqa: E402
-from engine.errors import InputError  # noqa: E402
-from engine.bench import machine_info, save_result  # noqa: E402
-from engine.media import load_audio  # noqa: E402
-from engine.synthetic_talker import read_params  # noqa: E402
-from engine.train import build_model  # noqa: E402
-from engine.train_data import gather_tokens, session_audio_tokens  # noqa: E402
 
 LAGS = range(-8, 9)
 RIDGE = 1000.0  # L2 penalty on standardised features

@@ -24,19 +24,19 @@ import sys
 import time
 from pathlib import Path
 
+import av
+import numpy as np
+import torch
+
+from livehead.engine.eval.bench import machine_info, save_result, session_fps
+from livehead.engine.media.audio_video import Mp4Writer
+from livehead.engine.media.bundled import bundled_demo
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.runners import TorchRunners
+from livehead.engine.runtime.session import Session, prepare_avatar
+from livehead.engine.weights.loading import load_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from engine.bench import machine_info, save_result, session_fps  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
-from engine.media import Mp4Writer  # noqa: E402
-from engine.model import TorchRunners, load_model  # noqa: E402
-from engine.session import Session, prepare_avatar  # noqa: E402
-from server.cli import bundled_demo  # noqa: E402
 
 
 def timed(fn, runs: int) -> tuple[float, list[float]]:

@@ -20,14 +20,19 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from livehead.engine.common.errors import InputError
+from livehead.engine.eval.compare import (
+    add_eval_arguments,
+    bundled_speed,
+    check_eval_arguments,
+    evaluate_models,
+    load_runners,
+    save_comparison,
+)
+from livehead.engine.eval.evaluate import CRITERIA
+from livehead.engine.model.config import ModelConfig
 
-from benchmarks.compare_weights import (add_eval_arguments, bundled_speed, check_eval_arguments,  # noqa: E402
-                                        evaluate_models, load_runners, save_comparison)
-from engine.config import ModelConfig  # noqa: E402
-from engine.errors import InputError  # noqa: E402
-from engine.evaluate import CRITERIA  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WITHIN = 0.10
 COMPARED = tuple(CRITERIA) + ("mouth_corr_audio", "identity_distance_median", "mouth_change_corr_gt")

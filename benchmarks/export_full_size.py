@@ -18,18 +18,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from livehead.engine.eval.bench import machine_info, save_result
+from livehead.engine.model.avatar_model import COMPONENT_SEEDS, AvatarModel
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.model.init_weights import seeded_init_
+from livehead.export.graphs import KV_NAMES
+from livehead.export.onnx_export import export_preset
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from engine.bench import machine_info, save_result  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
-from engine.init_weights import seeded_init_  # noqa: E402
-from engine.model import COMPONENT_SEEDS, AvatarModel  # noqa: E402
-from export.graphs import KV_NAMES  # noqa: E402
-from export.onnx_export import export_preset  # noqa: E402
 
 
 def main() -> int:

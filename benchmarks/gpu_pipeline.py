@@ -49,20 +49,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from livehead.engine.eval.bench import cpu_name
+from livehead.engine.model.attention import AttentionKernels
+from livehead.engine.model.avatar_model import COMPONENT_SEEDS, AvatarModel
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.model.init_weights import NORM_TYPES
+from livehead.engine.model.sampler import DDIMSampler
+from livehead.engine.runtime.cuda_runners import CudaRunners, FastOptions, GraphCache
+from livehead.engine.runtime.fp8 import relative_error
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from engine.bench import cpu_name  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
-from engine.cuda_runners import CudaRunners, FastOptions, GraphCache  # noqa: E402
-from engine.fp8 import relative_error  # noqa: E402
-from engine.init_weights import NORM_TYPES  # noqa: E402
-from engine.model import COMPONENT_SEEDS, AvatarModel  # noqa: E402
-from engine.sampler import DDIMSampler  # noqa: E402
 
 FPS_TARGET = 25.0
 FP8_MAX_ERROR = 0.01  # FP8 is recommended only when the denoiser output stays within 1 % of fp32
@@ -175,7 +175,7 @@ def attempt(report: Report, part: str, fn, *args, **kwargs):
     """Run one part; a failure is recorded and the benchmark goes on with the next part."""
     try:
         return fn(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - a benchmark part may fail in any way; the others still run
+    except Exception as err:
         report.error(part, err)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -209,7 +209,7 @@ def count_flops(fn) -> float:
 
 @torch.no_grad()
 def device_seeded_init_(module: torch.nn.Module, seed: int) -> None:
-    """engine.init_weights' scheme (matrices N(0,1)/√fan_in, norm weights 1 + 0.1·N, norm biases 0.1·N,
+    """livehead.engine.model.init_weights' scheme (matrices N(0,1)/√fan_in, norm weights 1 + 0.1·N, norm biases 0.1·N,
     other vectors 0.05·N), drawn on the module's device: seconds instead of minutes at full size."""
     norms = {f"{m}.{p}" if m else p for m, mod in module.named_modules() if isinstance(mod, NORM_TYPES)
              for p, _ in mod.named_parameters(recurse=False)}
@@ -733,10 +733,8 @@ def run_triton_and_fp8(args, report, denoiser_copy, precision, inputs, sizes, cl
     cuda = torch.device(args.device).type == "cuda"
     if not args.skip_triton and report.fits(60.0, "triton path"):
         try:
-            from engine.attention import AttentionKernels
-
             AttentionKernels.triton()
-        except Exception as err:  # noqa: BLE001 - ImportError, or Triton refusing this device
+        except Exception as err:
             report.data["triton_path"] = f"unavailable: {type(err).__name__}: {err}"
             print(f"  triton path unavailable: {err}", flush=True)
         else:

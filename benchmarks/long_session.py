@@ -1,6 +1,6 @@
 """Does a long session drift? One streaming session over a long clip, scored segment by segment.
 
-    python -m engine.synthetic_talker --portrait engine/assets/portrait.png --out long --no-augment \\
+    python -m livehead.engine.synth.make_clips --portrait engine/assets/portrait.png --out long --no-augment \\
         --text "$(python -c 'from engine.synthetic_talker import SENTENCES; print(" ".join(SENTENCES * 2))')"
     python benchmarks/long_session.py --data long [--weights DIR] [--segment-seconds 10] \\
         [--out benchmarks/results/long_session.json]
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from livehead.engine.common.errors import InputError
+from livehead.engine.eval.bench import machine_info, save_result
+from livehead.engine.eval.evaluate import FPS, evaluate_pair, find_clips, generate_frames, prepare_clip
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.runners import TorchRunners
+from livehead.engine.weights.loading import load_model, weights_label
 
-from engine.bench import machine_info, save_result  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
-from engine.errors import InputError  # noqa: E402
-from engine.evaluate import FPS, evaluate_pair, find_clips, generate_frames, prepare_clip  # noqa: E402
-from engine.model import TorchRunners, load_model, weights_label  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 KEYS = ("mouth_corr_gt", "mouth_corr_audio", "silent_closed", "identity_same", "identity_distance_median",
         "landmark_jitter")

@@ -27,19 +27,18 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from livehead.engine.eval.bench import machine_info, save_result
+from livehead.engine.eval.parity import load_fixture_config, load_fixture_model
+from livehead.engine.media.audio_video import load_audio
+from livehead.engine.runtime.offline import OfflineTrace
+from livehead.engine.runtime.render import offline_audio_tokens, offline_latents
+from livehead.engine.runtime.runners import TorchRunners
+from livehead.engine.runtime.session import Session, prepare_avatar
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from engine.bench import machine_info, save_result  # noqa: E402
-from engine.media import load_audio  # noqa: E402
-from engine.model import TorchRunners  # noqa: E402
-from engine.offline import OfflineTrace  # noqa: E402
-from engine.parity import load_fixture_config, load_fixture_model  # noqa: E402
-from engine.render import offline_audio_tokens, offline_latents  # noqa: E402
-from engine.session import Session, prepare_avatar  # noqa: E402
 
 DEFAULT_FIXTURES = ROOT.parent / "shared" / "reference" / "echomimic" / "fixtures"
 

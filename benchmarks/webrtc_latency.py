@@ -31,23 +31,23 @@ import platform
 import sys
 from pathlib import Path
 
+import aiohttp
+import aiortc
+import av
+import numpy as np
+import torch
+from aiohttp import web
+
+from livehead.engine.eval.bench import cpu_name
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.runners import TorchRunners
+from livehead.engine.weights.loading import load_model
+from livehead.server.cli.serve import default_threads
+from livehead.server.client.client import RATE, LoopbackClient, av_offset, match_stamps, received_fps
+from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
+from livehead.server.webrtc.pacing import source_wall_time
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import aiohttp  # noqa: E402
-import aiortc  # noqa: E402
-import av  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from aiohttp import web  # noqa: E402
-
-from engine.bench import cpu_name  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
-from engine.model import TorchRunners, load_model  # noqa: E402
-from server.app import APP_KEY, ServeConfig, create_app  # noqa: E402
-from server.client import RATE, LoopbackClient, av_offset, match_stamps, received_fps  # noqa: E402
-from server.pacing import source_wall_time  # noqa: E402
-from server.serve import default_threads  # noqa: E402
 
 BURST_S = 0.15
 ONSET_LEVEL = 0.05  # |sample| above this after quiet marks a burst onset
@@ -148,8 +148,8 @@ async def run_sessions(base: str, server, n: int, seconds: float) -> dict:
     per = [session_figures(c, m, onsets, fps, seconds) for c, m in zip(clients, medias)]
     await asyncio.gather(*(c.close() for c in clients))
     await asyncio.sleep(0.5)
-    flat = lambda key: [x for p in per for x in p[key]]  # noqa: E731
-    med = lambda xs: round(float(np.median(xs)), 4) if len(xs) else None  # noqa: E731
+    flat = lambda key: [x for p in per for x in p[key]]
+    med = lambda xs: round(float(np.median(xs)), 4) if len(xs) else None
     return {
         "sessions": n,
         "latency_s": [round(p["latency_s"], 3) for p in per],

@@ -1,4 +1,6 @@
-"""livehead engine: EMO-family model, sampler, streaming session and offline render.
+"""The engine: models, weights, streaming runtime, media, synthetic data, training and evaluation.
 
-The engine never imports `server` or `export`; front ends wire backends in.
+It never imports `livehead.server` or `livehead.export`; front ends wire backends in. Rooms and their
+layers (lower ones never import higher ones): common < model, media < weights < runtime < synth <
+training, eval — checked by import-linter (pyproject.toml).
 """

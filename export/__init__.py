@@ -1,1 +1,1 @@
-"""livehead export package."""
+"""ONNX export per component, ONNX Runtime runners, TensorRT engines; imports engine (never server)."""

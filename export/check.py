@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.model import AvatarModel, TorchRunners
-from engine.session import Session, prepare_avatar
-from export.graphs import graph_specs
-from export.ort_runners import OrtRunners
+from livehead.engine.model.avatar_model import AvatarModel
+from livehead.engine.runtime.runners import TorchRunners
+from livehead.engine.runtime.session import Session, prepare_avatar
+from livehead.export.graphs import graph_specs
+from livehead.export.ort_runners import OrtRunners
 
 
 @dataclass

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.config import ModelConfig
-from engine.errors import InputError
-from engine.model import AvatarModel
+from livehead.engine.common.errors import InputError
+from livehead.engine.model.avatar_model import AvatarModel
+from livehead.engine.model.config import ModelConfig
 
 
 class AudioEncoderGraph(nn.Module):

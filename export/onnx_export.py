@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from engine.config import ModelConfig
-from engine.errors import InputError
-from engine.model import AvatarModel
-from export.graphs import graph_specs
+from livehead.engine.common.errors import InputError
+from livehead.engine.model.avatar_model import AvatarModel
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.weights.loading import with_reference_mix
+from livehead.export.graphs import graph_specs
 
 PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2  # stay clear of protobuf's 2 GB message limit
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -133,6 +134,4 @@ def read_manifest(out_dir: Path) -> dict:
 
 def exported_sampling(cfg: ModelConfig, manifest: dict) -> ModelConfig:
     """cfg with the reference mix the exported weights were trained for (0 for exports that record none)."""
-    from engine.model import with_reference_mix
-
     return with_reference_mix(cfg, manifest.get("reference_mix", 0.0))

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import ModelConfig
-from engine.errors import InputError
-from export.graphs import KV_NAMES, decoder_feeds
-from export.onnx_export import exported_sampling, read_manifest
+from livehead.engine.common.errors import InputError
+from livehead.engine.model.config import ModelConfig
+from livehead.export.graphs import KV_NAMES, decoder_feeds
+from livehead.export.onnx_export import exported_sampling, read_manifest
 
 COMPONENTS = ("audio_encoder", "vae_encoder", "face_locator", "reference", "denoiser", "denoiser_uncond",
               "vae_decoder")
@@ -51,7 +51,7 @@ class OrtRunners:
 
     @classmethod
     def from_dir(cls, cfg: ModelConfig, directory: str | Path, device: str = "cpu",
-                 threads: int | None = None) -> "OrtRunners":
+                 threads: int | None = None) -> OrtRunners:
         import onnxruntime as ort
 
         manifest = read_manifest(Path(directory))

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from engine.config import ModelConfig
-from engine.errors import InputError
-from export.graphs import KV_NAMES, decoder_feeds
-from export.onnx_export import exported_sampling, read_manifest, sha256_of
+from livehead.engine.common.errors import InputError
+from livehead.engine.model.config import ModelConfig
+from livehead.export.graphs import KV_NAMES, decoder_feeds
+from livehead.export.onnx_export import exported_sampling, read_manifest, sha256_of
 
 Shape = tuple[int, ...]
 TRT_PRECISIONS = ("fp32", "fp16", "bf16", "fp8")

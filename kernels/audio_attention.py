@@ -19,7 +19,7 @@ fp16 / bf16 inputs (fp32 accepted: exact "ieee" dots, for the CPU interpreter te
 
 FLOPs: 4·N·H·L·Ta·D. Memory bound: it reads q and writes out, ≈ 2·N·L·C·itemsize bytes.
 
-Benchmark (CUDA only): `python -m kernels.audio_attention --bench [--dtype fp16|bf16]`, against SDPA
+Benchmark (CUDA only): `python -m livehead.kernels.audio_attention --bench [--dtype fp16|bf16]`, against SDPA
 followed by the separate scale (what the engine does on the sdpa path).
 """
 
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.bench_io import bench_parser, parse_bench_args, save_json
-from kernels.common import dot as _dot
+from livehead.kernels.bench_io import bench_parser, parse_bench_args, save_json
+from livehead.kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16
@@ -150,7 +150,7 @@ def audio_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out_scale
             LOG2E / math.sqrt(dim), float(out_scale))
     meta = dict(HEAD_DIM=dim, D_PAD=d_pad, BLOCK_N=block_n, IEEE=q.dtype == torch.float32)
     if block_m is None and q.is_cuda:
-        grid = lambda m: (triton.cdiv(length, m["BLOCK_M"]), n * heads)  # noqa: E731
+        grid = lambda m: (triton.cdiv(length, m["BLOCK_M"]), n * heads)
         _kernel_tuned[grid](*args, **meta)
     else:
         bm = block_m or INTERPRET_BLOCK_M
@@ -184,7 +184,7 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
         q = torch.randn(n, length, c, device=device, dtype=dtype)
         k, v = (torch.randn(n, ta, c, device=device, dtype=dtype) for _ in range(2))
         to_out = torch.nn.Linear(c, c, device=device, dtype=dtype)
-        split = lambda t: t.view(t.shape[0], t.shape[1], heads, d).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
 
         def sdpa():
             out = audio_attention_torch(split(q), split(k), split(v)).transpose(1, 2).reshape(n, length, c)
@@ -204,7 +204,8 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = bench_parser("python -m kernels.audio_attention", __doc__, "time kernel + to_out against SDPA + to_out + scale")
+    parser = bench_parser("python -m livehead.kernels.audio_attention", __doc__,
+                          "time kernel + to_out against SDPA + to_out + scale")
     parser.add_argument("--frames", type=int, default=12)
     parsed = parse_bench_args(parser, argv)
     if parsed is None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels import audio_attention as _audio
-from kernels import reference_attention as _reference
-from kernels import temporal_attention as _temporal
+from livehead.kernels import audio_attention as _audio
+from livehead.kernels import reference_attention as _reference
+from livehead.kernels import temporal_attention as _temporal
 
 
 def _heads_view_of_tokens(q: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ FLOPs: 4·N·H·L·(L + Lr)·D (two matmuls). EchoMimic at 512² (B=1, F=12, H=8
 → 0.52 TFLOP for one block; over the 16 spatial transformers of one denoiser step ≈ 1.5 TFLOP more
 than plain self-attention (see DESIGN §5).
 
-Benchmark (CUDA only): `python -m kernels.reference_attention --bench [--dtype fp16|bf16]`; it compares
+Benchmark (CUDA only): `python -m livehead.kernels.reference_attention --bench [--dtype fp16|bf16]`; it compares
 the kernel (with cached reference K/V) with the EchoMimic way: the bank repeated per frame,
 concatenated to the frame's tokens, projected by to_k / to_v on every call, then SDPA.
 """
@@ -36,8 +36,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.bench_io import bench_parser, parse_bench_args, save_json
-from kernels.common import dot as _dot
+from livehead.kernels.bench_io import bench_parser, parse_bench_args, save_json
+from livehead.kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16  # tl.dot needs every block dim >= 16
@@ -224,7 +224,7 @@ def reference_attention(
             *out.stride(), heads, length, n_ref, max(frames, 1), LOG2E / math.sqrt(dim))
     meta = dict(HEAD_DIM=dim, D_PAD=d_pad, IEEE=q.dtype == torch.float32)
     if block is None and q.is_cuda:
-        grid = lambda m: (triton.cdiv(length, m["BLOCK_M"]), n * heads)  # noqa: E731
+        grid = lambda m: (triton.cdiv(length, m["BLOCK_M"]), n * heads)
         _kernel_tuned[grid](*args, **meta)
     else:
         bm, bn = block or (INTERPRET_BLOCK_M, INTERPRET_BLOCK_N)
@@ -254,7 +254,7 @@ def reference_attention_naive(q: torch.Tensor, hidden: torch.Tensor, bank: torch
     ctx = torch.cat([hidden, bank.repeat_interleave(frames, dim=0)], dim=1)
     k, v = to_k(ctx), to_v(ctx)
     d = c // heads
-    split = lambda t: t.view(n, -1, heads, d).transpose(1, 2)  # noqa: E731
+    split = lambda t: t.view(n, -1, heads, d).transpose(1, 2)
     out = F.scaled_dot_product_attention(split(q), split(k), split(v))
     return out.transpose(1, 2).reshape(n, length, c)
 
@@ -283,7 +283,7 @@ def bench(dtype: torch.dtype, batch: int = 1, frames: int = BENCH_FRAMES, shapes
         bank = torch.randn(batch, length, c, device=dev, dtype=dtype)
         with torch.no_grad():
             ref_k, ref_v = to_k(bank), to_v(bank)  # once per avatar
-        split = lambda t: t.view(t.shape[0], -1, heads, d).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(t.shape[0], -1, heads, d).transpose(1, 2)
 
         def naive():
             return reference_attention_naive(q, hidden, bank, to_k, to_v, frames, heads)
@@ -311,7 +311,8 @@ def bench(dtype: torch.dtype, batch: int = 1, frames: int = BENCH_FRAMES, shapes
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = bench_parser("python -m kernels.reference_attention", __doc__, "time kernel vs EchoMimic's repeat+cat+project+SDPA")
+    parser = bench_parser("python -m livehead.kernels.reference_attention", __doc__,
+                          "time kernel vs EchoMimic's repeat+cat+project+SDPA")
     parser.add_argument("--frames", type=int, default=BENCH_FRAMES)
     parsed = parse_bench_args(parser, argv)
     if parsed is None:

@@ -18,7 +18,7 @@ masks. fp16 / bf16 inputs (fp32 accepted: exact "ieee" dots, for the CPU interpr
 
 FLOPs (useful): 4·S·H·F²·D = 4·S·F²·C. Bytes: ≈ 4·S·F·C·itemsize (q, k, v read, out written).
 
-Benchmark (CUDA only): `python -m kernels.temporal_attention --bench [--dtype fp16|bf16] [--frames 12 16]`:
+Benchmark (CUDA only): `python -m livehead.kernels.temporal_attention --bench [--dtype fp16|bf16] [--frames 12 16]`:
 the attention core against SDPA on the same projections, and a whole temporal attention from
 `[B·F, L, C]` tokens against the AnimateDiff way (regroup to `[B·L, F, C]`, SDPA, regroup back).
 """
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from kernels.bench_io import bench_parser, parse_bench_args, save_json
-from kernels.common import dot as _dot
+from livehead.kernels.bench_io import bench_parser, parse_bench_args, save_json
+from livehead.kernels.common import dot as _dot
 
 LOG2E = 1.4426950408889634
 MIN_DOT = 16
@@ -150,7 +150,7 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: t
             s, s_inner, heads, LOG2E / math.sqrt(dim))
     meta = dict(FRAMES=frames, HEAD_DIM=dim, D_PAD=d_pad, IEEE=q.dtype == torch.float32)
     if block_m is None and q.is_cuda:
-        grid = lambda m: (heads * triton.cdiv(s, m["BLOCK_M"] // frames),)  # noqa: E731
+        grid = lambda m: (heads * triton.cdiv(s, m["BLOCK_M"] // frames),)
         _kernel_tuned[grid](*args, **meta)
     else:
         bm = block_m or max(INTERPRET_BLOCK_M, triton.next_power_of_2(frames))
@@ -187,7 +187,7 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
     for length, c, count in shapes:
         s, d, nf = batch * length, c // heads, batch * frames
         q, k, v = (torch.randn(s, frames, c, device=device, dtype=dtype) for _ in range(3))
-        split = lambda t: t.view(s, frames, heads, d).transpose(1, 2)  # noqa: E731
+        split = lambda t: t.view(s, frames, heads, d).transpose(1, 2)
         tokens = torch.randn(nf, length, c, device=device, dtype=dtype)
         pe = torch.randn(1, frames, c, device=device, dtype=dtype)
         to_q, to_k, to_v, to_out = (torch.nn.Linear(c, c, bias=i == 3, device=device, dtype=dtype) for i in range(4))
@@ -204,12 +204,12 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
             return to_out(out).view(batch, length, frames, c).transpose(1, 2).reshape(nf, length, c)
 
         def core_attn(qq, kk, vv):
-            sp = lambda t: t.view(s, frames, heads, d).transpose(1, 2)  # noqa: E731
+            sp = lambda t: t.view(s, frames, heads, d).transpose(1, 2)
             return F.scaled_dot_product_attention(sp(qq), sp(kk), sp(vv)).transpose(1, 2).reshape(s, frames, c)
 
         def module_kernel():
             x = tokens.view(batch, frames, length, c) + pe[:, :, None]
-            sp = lambda t: t.view(batch, frames, length, heads, d).permute(0, 2, 3, 1, 4)  # noqa: E731
+            sp = lambda t: t.view(batch, frames, length, heads, d).permute(0, 2, 3, 1, 4)
             out = temporal_attention(sp(to_q(x)), sp(to_k(x)), sp(to_v(x)))
             return to_out(out.permute(0, 3, 1, 2, 4).reshape(nf, length, c))
 
@@ -227,7 +227,7 @@ def bench(dtype: torch.dtype, frames: int = 12, batch: int = 1, shapes=BENCH_SHA
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = bench_parser("python -m kernels.temporal_attention", __doc__, "time the kernel against SDPA")
+    parser = bench_parser("python -m livehead.kernels.temporal_attention", __doc__, "time the kernel against SDPA")
     parser.add_argument("--frames", type=int, nargs="+", default=[12, 16])
     parsed = parse_bench_args(parser, argv)
     if parsed is None:

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import SHARED
+
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "echomimic" / "fixtures"
+DEFAULT_FIXTURES = SHARED / "reference" / "echomimic" / "fixtures"
 
 
 def fixtures_dir() -> Path:

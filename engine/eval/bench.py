@@ -1,0 +1,81 @@
+"""Throughput of the streaming session on any backend: the figure `livehead bench` and the
+benchmarks report. Measured, not estimated: warm-up first, then the median of timed runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from livehead.engine.runtime.runners import Runners
+from livehead.engine.runtime.session import Session
+
+if TYPE_CHECKING:  # the session pulls in PyAV; GPU benchmarks import machine_info without it
+    from livehead.engine.runtime.session import Avatar
+
+PUSH_SECONDS = 0.02
+
+
+def stream_once(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate: int, seed: int = 0) -> int:
+    """Feed `pcm` in 20 ms pushes through a fresh session, consuming frames as they come; returns the count."""
+    session = Session(runners, avatar, seed=seed)
+    step = int(PUSH_SECONDS * sample_rate)
+    n = 0
+    for start in range(0, len(pcm), step):
+        session.push_audio(pcm[start:start + step], sample_rate)
+        n += sum(1 for _ in session.frames())
+    session.flush()
+    return n + sum(1 for _ in session.frames())
+
+
+def session_fps(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate: int, runs: int = 5) -> dict:
+    """Median frames per second over `runs` timed runs (after one warm-up run)."""
+    frames = stream_once(runners, avatar, pcm, sample_rate)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        stream_once(runners, avatar, pcm, sample_rate)
+        times.append(time.perf_counter() - t)
+    median = statistics.median(times)
+    return {"fps": frames / median, "frames": frames, "runs_s": [round(t, 4) for t in times],
+            "median_s": round(median, 4)}
+
+
+def save_result(path: str | Path, result: dict) -> Path:
+    """Write a benchmark's result as indented JSON (creating the folder); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    import torch
+
+    info = {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info

@@ -1,0 +1,1 @@
+"""Audio/video files, faces, MediaPipe landmarks, image warps, the bundled demo; imports engine.common."""

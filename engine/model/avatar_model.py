@@ -1,0 +1,34 @@
+"""`AvatarModel`: every learned component of a preset, under the names the weight groups use.
+
+    model = AvatarModel(ModelConfig.from_name("tiny"))   # random init; engine.weights.loading fills it
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from livehead.engine.model.audio_encoder import WhisperEncoder
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.model.face_locator import FaceLocator
+from livehead.engine.model.unet import Denoiser, ReferenceNet
+from livehead.engine.model.vae import AutoencoderKL
+
+# Fixed seeds of the untrained presets' modules (deterministic "seeded weights").
+COMPONENT_SEEDS = {"reference_net": 1, "denoiser": 2, "face_locator": 3, "audio_encoder": 4, "vae": 5}
+
+
+
+class AvatarModel(nn.Module):
+    """All learned components of a preset, under the attribute names the weight groups use."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.reference_net = ReferenceNet(cfg.unet)
+        self.denoiser = Denoiser(cfg.unet)
+        self.face_locator = FaceLocator(cfg.face_locator, embedding_channels=cfg.unet.block_out_channels[0])
+        self.audio_encoder = WhisperEncoder(cfg.audio)
+        self.vae = AutoencoderKL(cfg.vae)
+
+    def components(self) -> dict[str, nn.Module]:
+        return dict(self.named_children())

@@ -1,0 +1,1 @@
+"""Session, the Runners interface and its torch/CUDA backends, offline render; imports model..common."""

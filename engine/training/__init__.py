@@ -1,0 +1,1 @@
+"""Training stages, their data and options, distillation, Whisper conversion; imports runtime and below."""

@@ -1,0 +1,78 @@
+"""Pick a backend for the front ends: torch, onnxruntime or tensorrt, all behind `Runners`.
+
+    runners = make_runners(cfg, "onnxruntime", weights=None, device="cpu", exported="exported/tiny")
+
+ONNX Runtime and TensorRT run the files of `livehead export`; when the export directory has no
+manifest yet, the preset is exported there first (seconds for `tiny`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from livehead.engine.common.errors import InputError
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.runners import TorchRunners, resolve_device
+from livehead.engine.weights.loading import load_model, seeded_note, weights_identity, weights_label
+from livehead.export.onnx_export import MANIFEST, export_preset
+from livehead.export.ort_runners import OrtRunners
+from livehead.export.tensorrt import TrtRunners
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def default_export_dir(cfg: ModelConfig) -> Path:
+    return Path("exported") / cfg.name
+
+
+def print_seeded_note(cfg: ModelConfig, weights: str | None) -> None:
+    """Tell the user on stderr when a front end runs the seed-fixed random model (`seeded_note`)."""
+    note = seeded_note(cfg, weights)
+    if note:
+        print(note, file=sys.stderr)
+
+
+def ensure_exported(cfg: ModelConfig, weights: str | None, exported: Path, progress: bool = True) -> Path:
+    """Export the preset to `exported` unless it already holds an export of these weights.
+
+    An export of other weights (say, the seeded model before trained weights shipped) is redone in the
+    default folder and refused in a folder the user named, which may hold work they want to keep."""
+    wanted = weights_identity(cfg, weights)
+    path = exported / MANIFEST
+    if path.is_file():
+        try:
+            found = json.loads(path.read_text()).get("weights")
+        except (json.JSONDecodeError, AttributeError):
+            found = "unreadable"
+        if found == wanted:
+            return exported
+        if exported != default_export_dir(cfg):
+            raise InputError(f"{exported} holds an ONNX export of other weights than those asked for "
+                             f"({weights_label(cfg, weights)}); re-export it with `livehead export --out {exported}"
+                             f"{'' if weights is None else ' --weights ' + str(weights)}` or choose another --exported")
+        print(f"livehead: note: {exported} was exported from other weights; exporting again", file=sys.stderr)
+    else:
+        print(f"livehead: note: exporting preset {cfg.name} to ONNX in {exported} (once)", file=sys.stderr)
+    export_preset(cfg, load_model(cfg, weights), exported, progress=progress, weights_id=wanted)
+    return exported
+
+
+def make_runners(cfg: ModelConfig, backend: str, weights: str | None = None, device: str = "auto",
+                 exported: str | Path | None = None, progress: bool = True):
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    dev = resolve_device(device)
+    if backend == "torch":
+        return TorchRunners(load_model(cfg, weights, device=dev))
+    directory = Path(exported) if exported else default_export_dir(cfg)
+    try:
+        if backend == "onnxruntime":
+            return OrtRunners.from_dir(cfg, ensure_exported(cfg, weights, directory, progress), device=str(dev))
+
+        if dev.type != "cuda":
+            raise InputError("the tensorrt backend needs a CUDA GPU (--device cuda)")
+        return TrtRunners(cfg, ensure_exported(cfg, weights, directory, progress))
+    except ModuleNotFoundError as err:
+        raise InputError(f"backend {backend} needs {err.name}: pip install 'livehead[export]'") from err

@@ -1,0 +1,1 @@
+"""The `livehead` command, one module per subcommand; may import every other room of server, export and engine."""

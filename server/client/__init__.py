@@ -1,0 +1,1 @@
+"""A Python WebRTC client of `livehead serve` (audio in, frames out); imports server.webrtc's pacing, engine."""

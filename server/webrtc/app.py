@@ -1,0 +1,465 @@
+"""The live server: aiohttp signalling + aiortc media, one generation worker for every session.
+
+    app = create_app(runners, ServeConfig(max_sessions=4))
+    web.run_app(app, host="127.0.0.1", port=8080)
+
+Routes
+    POST /offer    {"sdp", "type": "offer", "avatar"?} → {"sdp", "type": "answer", "session", "latency"}
+                   400 bad JSON / SDP / no video transceiver, 401 missing token, 404 unknown avatar,
+                   503 at --max-sessions (JSON reason)
+    POST /avatars  image as the raw body or a multipart file → {"id"}; 400 not an image / no face, 413 > 10 MB
+    GET  /         the page (server/static/index.html), GET /static/NAME its assets
+    GET  /healthz  JSON status; GET /metrics  Prometheus text
+
+Data channel (any label, JSON text): {"type": "clear"} drops queued frames and audio (barge-in) and
+answers {"type": "cleared"}; {"type": "stamps", "enable": true} sends a {"type": "frame"} stamp per
+video tick (tick, pts, generated frame index, its source-audio time and arrival wall time, send time:
+used by the tests and benchmarks to measure A/V offset); {"type": "ping", "t": x} → {"type": "pong"}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from livehead.engine.common.errors import InputError
+from livehead.engine.media.bundled import DEFAULT_IMAGE
+from livehead.engine.runtime.session import Session, denoise_jobs
+from livehead.server.webrtc import pacing
+from livehead.server.webrtc.aiortc_private import negotiated_codec
+from livehead.server.webrtc.avatars import MAX_UPLOAD_BYTES, AvatarStore
+from livehead.server.webrtc.tracks import AvatarVideoTrack, DelayedAudioTrack, LiveMedia, consume_mic
+from livehead.server.webrtc.worker import GenerationWorker
+
+log = logging.getLogger("livehead.server")
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_MESSAGE = 4096  # data-channel message bound (bytes)
+COMPUTE_HEADROOM = 1.5  # latency budget per clip = headroom × clip compute measured alone at start: on 2
+# cores a clip takes 1.1-1.6× longer in the server (event loop, codecs and the decode stage share the cores)
+WARMUP_CLIPS = 5
+PLACEHOLDER_PAGE = """<!doctype html><meta charset="utf-8"><title>livehead</title>
+<p>livehead server is running. The browser page (server/static/index.html) is not installed;
+POST an SDP offer to <code>/offer</code> (see server/app.py).</p>"""
+
+APP_KEY = web.AppKey("livehead", object)
+
+
+@dataclass
+class ServeConfig:
+    """Server options (the `livehead serve` flags).
+
+    latency=None: chosen per session when it starts (`LiveServer.latency_for`): first clip's audio +
+    COMPUTE_HEADROOM × the batch compute measured at start for that many sessions + margin.
+    """
+
+    max_sessions: int = 4
+    token: str | None = None
+    ice_servers: tuple[str, ...] = ()
+    latency: float | None = None
+    margin: float = 0.15  # s added to first-clip audio + compute when the latency is measured
+    max_batch: int = 4
+    connect_timeout: float = 20.0  # s for ICE + DTLS before an offer's resources are freed
+    no_audio_grace: float = 2.0  # s after connecting without mic audio before the clock starts on silence
+    record_seconds: float = 0.0  # keep this much received mic audio per session (measurement only)
+    seed: int = 0
+    portrait: Path = field(default_factory=lambda: DEFAULT_IMAGE)
+
+
+def _error(status: int, message: str, **extra) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+class Peer:
+    """Everything one WebRTC session holds; `close()` frees all of it (idempotent)."""
+
+    def __init__(self, server: LiveServer, pc: RTCPeerConnection, avatar_entry):
+        self.id = uuid.uuid4().hex[:12]
+        self.server = server
+        self.pc = pc
+        self.avatar_entry = avatar_entry
+        self.media: LiveMedia | None = None
+        self.tracks: list = []
+        self.tasks: set[asyncio.Task] = set()
+        self.timers: list[asyncio.TimerHandle] = []
+        self.has_mic = False
+        self.closed = False
+        self.created = time.monotonic()
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def later(self, delay: float, fn) -> None:
+        self.timers.append(asyncio.get_running_loop().call_later(delay, fn))
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        log.info("session %s closed: %s", self.id, reason)
+        self.server.peers.pop(self.id, None)
+        if self.media is not None:
+            self.media.closed = True
+            self.server.worker.remove(self.media.session)
+            self.server.retire(self.media)
+        for timer in self.timers:
+            timer.cancel()
+        for track in self.tracks:
+            track.stop()
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+        try:
+            await self.pc.close()
+        except Exception as err:  # closing must never fail the caller
+            log.warning("session %s: closing the peer connection raised %s", self.id, err)
+        self.avatar_entry.in_use -= 1
+        self.media = None
+
+
+class LiveServer:
+    def __init__(self, runners, config: ServeConfig):
+        self.runners = runners
+        self.cfg = runners.cfg
+        self.config = config
+        self.worker = GenerationWorker(runners, max_batch=config.max_batch)
+        self.avatars = AvatarStore(self.worker, self.cfg.stream.image_size)
+        self.peers: dict[str, Peer] = {}
+        self.latency = config.latency  # of a session on an idle server (reported); see latency_for
+        self.compute_s: float | None = None  # one clip alone, measured at start
+        self.compute_batch_s: float | None = None  # a batch of max_batch clips, measured at start
+        self.first_clip_audio_s = 0.0
+        self.sessions_total = 0
+        self.rejected: dict[str, int] = {"capacity": 0, "bad_request": 0, "unauthorized": 0}
+        self.totals = {"frames_generated": 0, "video_ticks": 0, "repeat_ticks": 0, "skipped": 0,
+                       "audio_frames": 0, "mic_dropped": 0, "clears": 0, "skipped_clips": 0}
+        self.first_frame_delays: deque[float] = deque(maxlen=100)  # of the latest sessions (s)
+
+    def retire(self, media: LiveMedia) -> None:
+        """Fold a closed session's counters into the server totals (/metrics)."""
+        t = self.totals
+        t["frames_generated"] += media.generated
+        t["video_ticks"] += media.video_ticks
+        t["repeat_ticks"] += media.repeat_ticks
+        t["skipped"] += media.skipped
+        t["audio_frames"] += media.audio_frames
+        t["mic_dropped"] += media.mic_dropped
+        t["clears"] += media.clears
+        t["skipped_clips"] += media.skipped_clips
+        if media.first_frame_delay is not None:
+            self.first_frame_delays.append(media.first_frame_delay)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def startup(self, app: web.Application) -> None:
+        self.worker.start()
+        entry = await self.avatars.add_default(self.config.portrait)
+        session = Session(self.runners, entry.avatar, seed=self.config.seed)
+        s = self.cfg.stream
+        first, count = session.clip_audio_frames(0)
+        self.first_clip_audio_s = session.features.required_span(first, count, s.fps)[1] / session.sample_rate
+        times = await self.worker.run(_time_batches, self.runners, entry.avatar, 1, WARMUP_CLIPS)
+        self.compute_s = float(np.median(times[1:]))
+        batch = self.config.max_batch
+        self.compute_batch_s = self.compute_s if batch == 1 else \
+            min(await self.worker.run(_time_batches, self.runners, entry.avatar, batch, 2))
+        self.latency = self.latency_for(1)
+        log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
+                 "margin %.3f s); %d clips batched compute in %.3f s", self.latency, self.first_clip_audio_s,
+                 self.compute_s, self.config.margin, batch, self.compute_batch_s)
+
+    def latency_for(self, sessions: int) -> float:
+        """Latency of a session starting with `sessions` live (itself included): its clips share batches."""
+        if self.config.latency is not None:
+            return self.config.latency
+        batch = self.config.max_batch
+        n = min(max(sessions, 1), batch)
+        compute = self.compute_s + (self.compute_batch_s - self.compute_s) * (n - 1) / max(batch - 1, 1)
+        return pacing.choose_latency(self.first_clip_audio_s, COMPUTE_HEADROOM * compute, self.config.margin)
+
+    async def shutdown(self, app: web.Application) -> None:
+        await asyncio.gather(*(peer.close("server shutdown") for peer in list(self.peers.values())))
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def authorized(self, request: web.Request) -> bool:
+        token = self.config.token
+        if not token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    def rtc_config(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in self.config.ice_servers])
+
+    # ---- POST /offer ---------------------------------------------------------------------
+    async def offer(self, request: web.Request) -> web.Response:
+        if not self.authorized(request):
+            self.rejected["unauthorized"] += 1
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>' (the --token value)")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            self.rejected["bad_request"] += 1
+            return _error(400, "body is not JSON: send {\"sdp\": \"...\", \"type\": \"offer\"}")
+        if not isinstance(body, dict) or not isinstance(body.get("sdp"), str) or body.get("type") != "offer":
+            self.rejected["bad_request"] += 1
+            return _error(400, "expected JSON {\"sdp\": \"<SDP offer>\", \"type\": \"offer\", \"avatar\": \"<id>\"?}")
+        avatar_id = body.get("avatar") or "default"
+        entry = self.avatars.get(avatar_id) if isinstance(avatar_id, str) else None
+        if entry is None:
+            return _error(404, f"unknown avatar {avatar_id!r}: upload a portrait with POST /avatars and use its id")
+        if len(self.peers) >= self.config.max_sessions:
+            self.rejected["capacity"] += 1
+            return _error(503, f"server is at its limit of {self.config.max_sessions} live sessions; try again later",
+                          reason="max_sessions", sessions=len(self.peers), max_sessions=self.config.max_sessions)
+
+        pc = RTCPeerConnection(self.rtc_config())
+        peer = Peer(self, pc, entry)
+        entry.in_use += 1
+        self.peers[peer.id] = peer  # holds the slot while negotiating
+        try:
+            return await self._negotiate(peer, body["sdp"])
+        except _BadOffer as err:
+            self.rejected["bad_request"] += 1
+            await peer.close(f"rejected offer: {err}")
+            return _error(400, str(err))
+        except BaseException:
+            await peer.close("negotiation failed")
+            raise
+
+    async def _negotiate(self, peer: Peer, sdp: str) -> web.Response:
+        pc = peer.pc
+        session = Session(self.runners, peer.avatar_entry.avatar, seed=self.config.seed)
+        media = LiveMedia(session, peer.avatar_entry.avatar.image, self.latency_for(len(self.peers)),
+                          kick=self.worker.kick,
+                          record_seconds=self.config.record_seconds,
+                          compute_estimate=lambda: self.worker.batch_ema_s or self.compute_s)
+        peer.media = media
+        peer.spawn(media.run_clock())
+
+        @pc.on("track")
+        def on_track(track):
+            if track.kind == "audio" and not peer.has_mic:
+                peer.has_mic = True
+                media.mic_track = track
+                peer.spawn(consume_mic(track, media))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel):
+            media.channel = channel
+
+            @channel.on("message")
+            def on_message(message):
+                self._on_message(peer, channel, message)
+
+        @pc.on("connectionstatechange")
+        async def on_state():
+            state = pc.connectionState
+            if state == "connected":
+                if peer.has_mic:  # the clock starts on the first mic audio, or on silence after a grace period
+                    peer.later(self.config.no_audio_grace, lambda: media.anchor(time.monotonic()))
+                else:
+                    media.anchor(time.monotonic())
+            elif state in ("failed", "closed"):
+                await peer.close(f"connection {state}")
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as err:
+            raise _BadOffer(f"malformed SDP offer ({_short(err)}); send the offer your RTCPeerConnection created") \
+                from None
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "video" not in kinds:
+            raise _BadOffer("the offer has no video transceiver: add pc.addTransceiver('video', "
+                            "{direction: 'recvonly'}) before createOffer()")
+        peer.tracks.append(AvatarVideoTrack(media))
+        if "audio" in kinds:  # Opus (what browsers negotiate) is encoded in the track; others by aiortc
+            peer.tracks.append(DelayedAudioTrack(media, opus=negotiated_codec(pc, "audio") == "audio/opus"))
+        for track in peer.tracks:
+            pc.addTrack(track)
+        await pc.setLocalDescription(await pc.createAnswer())
+        if peer.closed:
+            raise _BadOffer("the connection closed during negotiation")
+        self.worker.add(session, media)
+        self.sessions_total += 1
+        peer.later(self.config.connect_timeout, lambda: self._connect_deadline(peer))
+        log.info("session %s: offer accepted (avatar %s, mic %s)", peer.id, peer.avatar_entry.id, peer.has_mic)
+        return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
+                                  "session": peer.id, "latency": media.latency})
+
+    def _connect_deadline(self, peer: Peer) -> None:
+        if not peer.closed and peer.pc.connectionState != "connected":
+            peer.spawn(peer.close(f"not connected within {self.config.connect_timeout:.0f} s"))
+
+    def _on_message(self, peer: Peer, channel, message) -> None:
+        media = peer.media
+        if media is None:
+            return
+        try:
+            if not isinstance(message, str) or len(message) > MAX_MESSAGE:
+                raise ValueError("messages are JSON text under 4 KB")
+            msg = json.loads(message)
+            kind = msg.get("type") if isinstance(msg, dict) else None
+        except ValueError as err:
+            if channel.readyState == "open":
+                channel.send(json.dumps({"type": "error", "error": f"bad message: {err}"}))
+            return
+        now = time.monotonic()
+        reply = None
+        if kind == "clear":
+            media.clear(now)
+            reply = {"type": "cleared", "at": now}
+        elif kind == "stamps":
+            media.stamps = bool(msg.get("enable", True))
+        elif kind == "ping":
+            reply = {"type": "pong", "t": msg.get("t"), "server": now}
+        else:
+            reply = {"type": "error", "error": f"unknown message type {kind!r}; use clear, stamps or ping"}
+        if reply is not None and channel.readyState == "open":
+            channel.send(json.dumps(reply))
+
+    # ---- POST /avatars -------------------------------------------------------------------
+    async def upload_avatar(self, request: web.Request) -> web.Response:
+        if not self.authorized(request):
+            self.rejected["unauthorized"] += 1
+            return _error(401, "missing or wrong token: send 'Authorization: Bearer <token>' (the --token value)")
+        too_large = _error(413, f"upload too large: the limit is {MAX_UPLOAD_BYTES // 2**20} MB; "
+                                "send a smaller portrait")
+        slack = 64 * 1024 if request.content_type.startswith("multipart/") else 0
+        if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES + slack:
+            return too_large
+        try:
+            data = await _read_image_body(request)
+        except _TooLarge:
+            return too_large
+        except ValueError as err:
+            return _error(400, str(err))
+        try:
+            avatar_id = await self.avatars.add_upload(data)
+        except InputError as err:
+            return _error(400, str(err))
+        return web.json_response({"id": avatar_id})
+
+    # ---- pages and figures -----------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        page = STATIC / "index.html"
+        if page.is_file():
+            return web.FileResponse(page)
+        return web.Response(text=PLACEHOLDER_PAGE, content_type="text/html")
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        path = (STATIC / request.match_info["name"]).resolve()
+        if STATIC.resolve() not in path.parents or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        ok = self.worker.alive
+        return web.json_response({
+            "status": "ok" if ok else "generation worker stopped", "sessions": len(self.peers),
+            "max_sessions": self.config.max_sessions, "latency_s": self.latency, "clip_compute_s": self.compute_s,
+            "batch_compute_s": self.compute_batch_s, "max_batch": self.config.max_batch,
+            "first_clip_audio_s": self.first_clip_audio_s, "preset": self.cfg.name,
+            "device": str(self.runners.device), "avatars": len(self.avatars.entries),
+        }, status=200 if ok else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        from livehead.server.webrtc.metrics import render
+
+        return web.Response(text=render(self), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+
+class _BadOffer(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:200]
+
+
+async def _read_limited(read_chunk, limit: int) -> bytes:
+    data = bytearray()
+    while True:
+        chunk = await read_chunk()
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise _TooLarge
+
+
+async def _read_image_body(request: web.Request) -> bytes:
+    """The first file part of a multipart body, or the raw body; _TooLarge beyond MAX_UPLOAD_BYTES."""
+    if request.content_type.startswith("multipart/"):
+        try:
+            reader = await request.multipart()
+            part = await reader.next()
+            while part is not None and not getattr(part, "filename", None):
+                part = await reader.next()
+        except (ValueError, AssertionError) as err:
+            raise ValueError(f"malformed multipart body ({_short(err)})") from None
+        if part is None:
+            raise ValueError("the multipart body has no file part; send the portrait as a file field")
+        return await _read_limited(lambda: part.read_chunk(65536), MAX_UPLOAD_BYTES)
+    return await _read_limited(lambda: request.content.read(65536), MAX_UPLOAD_BYTES)
+
+
+def _time_batches(runners, avatar, batch: int, rounds: int) -> list[float]:
+    """Seconds per round of `batch` sessions' clips (prepare → one batched denoise → decode), on silence.
+
+    Runs on the worker thread at start: warms the model up and measures the compute the latency budgets.
+    """
+    sessions = [Session(runners, avatar, seed=i) for i in range(batch)]
+    s = runners.cfg.stream
+    need = sessions[0].features.required_span(rounds * s.clip_frames, 1, s.fps)[1]  # audio up to the last clip
+    for session in sessions:
+        session.push_audio(np.zeros(need, np.float32), session.sample_rate)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        jobs = [session.prepare_clip() for session in sessions]
+        latents = denoise_jobs(runners, jobs)
+        for i, job in enumerate(jobs):
+            job.session.finish_clip(job, latents[i:i + 1])
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def create_app(runners, config: ServeConfig | None = None) -> web.Application:
+    """The aiohttp application; the model warms up and the latency is measured on startup."""
+    config = config or ServeConfig()
+    if config.max_sessions < 1:
+        raise InputError(f"--max-sessions must be at least 1, got {config.max_sessions}")
+    if config.latency is not None and not 0 < config.latency <= 10:
+        raise InputError(f"--latency must be between 0 and 10 seconds, got {config.latency}")
+    server = LiveServer(runners, config)
+    app = web.Application(client_max_size=MAX_UPLOAD_BYTES + 64 * 1024)
+    app[APP_KEY] = server
+    app.on_startup.append(server.startup)
+    app.on_shutdown.append(server.shutdown)
+    app.router.add_post("/offer", server.offer)
+    app.router.add_post("/avatars", server.upload_avatar)
+    app.router.add_get("/", server.index)
+    app.router.add_get("/static/{name:.+}", server.static)
+    app.router.add_get("/healthz", server.healthz)
+    app.router.add_get("/metrics", server.metrics)
+    return app

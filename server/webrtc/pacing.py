@@ -1,0 +1,148 @@
+"""A/V pacing of a live session: small pure functions, all times in seconds on one monotonic clock.
+
+One clock per session: `t0` = the arrival of the first input audio (or the connection, when the peer
+sends none). The session's timeline τ (seconds of audio pushed into the Session, mic audio plus padded
+silence) runs with the wall clock, and content at timeline τ leaves the server at `t0 + latency + τ`:
+
+    video frame k  (pts k·90000/fps, time base 1/90000)  is due at  t0 + latency + k/fps
+    audio frame m  (960 samples at 48 kHz, pts 960·m)    is due at  t0 + latency + m·0.02
+
+so lips and sound stay together by construction: both tracks read the same timeline with the same
+delay. `latency` = the audio the first clip waits for + the compute of one clip + a margin.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+
+VIDEO_CLOCK = 90_000  # RTP video clock: pts unit = 1/90000 s
+AUDIO_RATE = 48_000  # outgoing audio sample rate (Opus)
+AUDIO_FRAME = 960  # samples per outgoing audio frame: 20 ms at 48 kHz
+
+
+def video_due(t0: float, latency: float, k: int, fps: int) -> float:
+    """Wall time at which video frame k (timeline k/fps) is sent."""
+    return t0 + latency + k / fps
+
+
+def video_pts(k: int, fps: int) -> int:
+    """pts of video tick k in 1/90000 s; consecutive ticks never leave a gap."""
+    return k * VIDEO_CLOCK // fps
+
+
+def audio_due(t0: float, latency: float, m: int) -> float:
+    """Wall time at which outgoing audio frame m (timeline samples [960·m, 960·m + 960)) is sent."""
+    return t0 + latency + m * AUDIO_FRAME / AUDIO_RATE
+
+
+def audio_pts(m: int) -> int:
+    """pts of outgoing audio frame m in 1/48000 s (= its first timeline sample)."""
+    return m * AUDIO_FRAME
+
+
+def frames_to_take(queued: Sequence[int], k: int) -> int:
+    """How many frames to pop from the front of the (ascending) queue of frame indices at tick k.
+
+    The newest popped frame (index ≤ k) is shown; older popped ones were late and are skipped; frames
+    with index > k stay queued. 0 means underrun: repeat the frame shown last.
+    """
+    return bisect_right(queued, k)
+
+
+def show_popped(newest: int, k: int, max_stale: int) -> bool:
+    """Whether the newest popped frame is shown at tick k: only if at most `max_stale` ticks late.
+
+    A frame that comes later than that (the machine fell behind) would move the lips out of step with
+    the sound: the picture holds the last frame instead (sync over motion).
+    """
+    return k - newest <= max_stale
+
+
+def content_delay(t_sent: float, t0: float, latency: float, timeline_s: float) -> float:
+    """How late content at timeline `timeline_s` left, vs its due time `t0 + latency + timeline_s`.
+
+    For video, timeline_s = shown frame index / fps, so a repeated (stale) frame counts as late.
+    A/V offset = content_delay(video) − content_delay(audio): > 0 means the picture trails the sound.
+    """
+    return t_sent - (t0 + latency + timeline_s)
+
+
+def catch_up_clip(next_clip: int, newest_ready: int, clip_frames: int, fps: int, t0: float, latency: float,
+                  now: float, compute_s: float, audio_wait_s: float) -> int:
+    """The clip to generate next: `next_clip`, or a later one when generation has fallen behind.
+
+    Clip c shows frames c·F … c·F+F−1 from t0 + latency + c·F/fps on. A clip started now is ready at
+    now + compute_s; if by then more than half of its frames are past due, it is skipped. The result
+    may be a clip whose audio is not in yet (audio for clip c is in at t0 + audio_wait_s + c·F/fps):
+    waiting for it beats making stale frames, as long as a clip started when its audio arrives is on
+    time (compute_s ≤ latency − audio_wait_s). On a machine slower than that, never wait: take the
+    newest clip whose audio is in (`newest_ready`), so every clip made is as fresh as it can be.
+    Skipped frames: the last frame stays up; the audio plays on; picture and sound stay in sync.
+    """
+    ready_at = now + compute_s
+    c = next_clip
+    while video_due(t0, latency, c * clip_frames + clip_frames // 2, fps) < ready_at:
+        c += 1
+    if c > newest_ready and compute_s > latency - audio_wait_s:
+        c = newest_ready
+    return max(c, next_clip)
+
+
+def silence_to_pad(timeline_samples: int, elapsed: float, rate: int, pad_after: float) -> int:
+    """Samples of silence to append so the timeline keeps up with the wall clock.
+
+    timeline_samples: audio pushed so far at `rate`; elapsed: now − t0. While mic audio flows the
+    timeline is ≈ elapsed and nothing is padded; once it lags by more than `pad_after` seconds (no
+    mic track, a muted or stalled mic) the gap is filled up to `elapsed` in whole 20 ms pieces, so the
+    avatar keeps moving (idle, mouth closed) and the timeline stays equal to the wall clock.
+    """
+    want = int(elapsed * rate)
+    if want - timeline_samples <= pad_after * rate:
+        return 0
+    piece = rate // 50
+    return (want - timeline_samples) // piece * piece
+
+
+def keep_input(timeline_s: float, elapsed: float, quiet: bool, compact_after: float, max_ahead: float) -> bool:
+    """Whether an incoming mic chunk joins the timeline.
+
+    The timeline runs ahead of the wall clock when mic audio arrives after silence was padded for it
+    (jitter, a stalled loop) or when a peer sends faster than real time. Ahead by more than
+    `compact_after` s, quiet chunks are dropped (pauses shrink back to real time without losing speech);
+    ahead by more than `max_ahead` s, every chunk is dropped (bounded buffers, bounded latency).
+    """
+    ahead = timeline_s - elapsed
+    if ahead > max_ahead:
+        return False
+    return not (quiet and ahead > compact_after)
+
+
+def choose_latency(first_clip_audio_s: float, compute_s: float, margin_s: float) -> float:
+    """Anchor latency: the first clip's audio span + one clip's compute + a margin, in seconds.
+
+    Every clip c waits for audio up to (its last frame + look-ahead); for F new frames per clip that
+    is first_clip_audio_s + c·F/fps, and its frames are due from latency + c·F/fps on: the same
+    budget for every clip. The margin covers the 20 ms capture frame, silence padding and jitter.
+    """
+    if min(first_clip_audio_s, compute_s, margin_s) < 0 or not math.isfinite(compute_s):
+        raise ValueError(f"latency terms must be finite and ≥ 0, got {first_clip_audio_s}, {compute_s}, {margin_s}")
+    return first_clip_audio_s + compute_s + margin_s
+
+
+def source_wall_time(chunks: Sequence[tuple[int, int, float]], sample: int, rate: int) -> float | None:
+    """Wall time at which timeline `sample` reached the server, or None if it is no longer known.
+
+    chunks: ascending (first_sample, n_samples, arrival) of the audio appended to the timeline. A
+    chunk's last sample arrived at `arrival` (capture convention: a 20 ms frame is sent when complete),
+    so sample s of a chunk arrived at arrival − (first + n − s)/rate.
+    """
+    starts = [c[0] for c in chunks]
+    i = bisect_right(starts, sample) - 1
+    if i < 0:
+        return None
+    first, n, arrival = chunks[i]
+    if sample >= first + n:
+        return None
+    return arrival - (first + n - sample) / rate

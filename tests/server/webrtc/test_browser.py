@@ -1,0 +1,206 @@
+"""The browser page against a real `livehead serve`, in a real browser.
+
+Debian's chromium (new headless mode: the headless shell rejects getUserMedia) is driven by
+Playwright for Python through `executable_path` (`playwright install` cannot download browsers
+here). Chromium's fake capture device plays the bundled speech clip once as the microphone. The test
+loads the page from the server, clicks "start mic" and checks, from `RTCPeerConnection.getStats()`,
+that video frames are decoded and keep coming, that the page measured a first-frame delay, and that a
+screenshot of the video element is a face-sized, non-blank image (saved under the test's tmp_path).
+
+Local runs: `apt-get install -y chromium` and `pip install playwright`. Without /usr/bin/chromium the
+test skips, except under CI (env CI set), where it must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import ROOT
+
+SPEECH = ROOT / "engine" / "assets" / "speech.wav"
+CHROMIUM = Path("/usr/bin/chromium")
+SERVER_START_TIMEOUT = 90.0  # model load + the server's warm-up clips, on a shared 2-core machine
+FIRST_FRAME_TIMEOUT = 60.0
+OBSERVE_SECONDS = 2.0
+MIN_SIDE = 128  # the tiny preset's frame size: a face crop
+MIN_STD = 8.0  # pixel standard deviation of a non-blank frame (a flat colour is ~0)
+
+
+@pytest.fixture
+def sync_playwright():
+    """Playwright's sync API, or a skip (never under CI: there the browser test must run). Requested
+    before `server`, so a skip costs no server start."""
+    in_ci = bool(os.environ.get("CI"))
+    if not CHROMIUM.exists() and not in_ci:
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) to run the "
+                    "real-browser test (it always runs in CI)")
+    if not CHROMIUM.exists():
+        pytest.fail(f"CI is set but {CHROMIUM} is missing: .ci/run must apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if in_ci:
+            pytest.fail("CI is set but Playwright is missing: pip install playwright")
+        pytest.skip("Playwright for Python is not installed (pip install playwright)")
+    return sync_playwright
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"livehead serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"livehead serve not healthy after {SERVER_START_TIMEOUT:.0f} s:\n{log_path.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`livehead serve` on a free loopback port (tiny preset, CPU); yields its base URL."""
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "livehead.server.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--preset", "tiny", "--device", "cpu", "--max-sessions", "2"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_healthy(url, proc, log_path)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _chromium_args(wav: Path) -> list[str]:
+    return [
+        "--headless=new",
+        "--no-sandbox",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav.resolve()}%noloop",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-gpu",
+    ]
+
+
+VIDEO_STATS = """async () => {
+  const pc = window.livehead.state.pc;
+  if (!pc) return null;
+  const { video } = await window.livehead.collect(pc);
+  return video ? { framesDecoded: video.framesDecoded || 0, width: video.frameWidth || 0,
+                   height: video.frameHeight || 0 } : null;
+}"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_page_streams_avatar_from_fake_mic(sync_playwright, server, tmp_path):
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        # headless=False: the new headless mode comes from --headless=new in the args (Playwright's own
+        # headless switch would add flags of its own).
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=False, args=_chromium_args(SPEECH))
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
+            page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}")
+                    if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+            page.on("response", lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
+            page.goto(server)
+            page.wait_for_function("() => window.livehead !== undefined", timeout=10_000)
+            page.get_by_role("button", name="start mic").click()
+
+            # First frame: the page records the delay from the click (getStats / presented frame).
+            try:
+                page.wait_for_function("() => window.livehead.state.firstFrameMs !== null",
+                                       timeout=FIRST_FRAME_TIMEOUT * 1000)
+            except Exception:
+                log = page.locator("#log").inner_text()
+                failure = page.locator("#call-error").inner_text()
+                pytest.fail(f"no decoded video frame within {FIRST_FRAME_TIMEOUT:.0f} s; page error: {failure!r}; "
+                            f"events:\n{log}\nbrowser errors: {errors}")
+            first_frame_ms = page.evaluate("() => window.livehead.state.firstFrameMs")
+
+            # getStats() may lag the presented frame by its cache period: wait for the inbound video entry.
+            deadline = time.monotonic() + 5.0
+            before = page.evaluate(VIDEO_STATS)
+            while (before is None or before["framesDecoded"] == 0) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                before = page.evaluate(VIDEO_STATS)
+            time.sleep(OBSERVE_SECONDS)
+            after = page.evaluate(VIDEO_STATS)
+            assert before is not None and after is not None, (
+                f"no inbound video stats in getStats() ({before}, {after}); page state "
+                f"{page.evaluate('window.livehead.state.phase')!r}, error "
+                f"{page.locator('#call-error').inner_text()!r}, events:\n{page.locator('#log').inner_text()}")
+            rate = (after["framesDecoded"] - before["framesDecoded"]) / OBSERVE_SECONDS
+            assert after["framesDecoded"] > before["framesDecoded"] > 0, (before, after)
+            assert rate >= 5, f"only {rate:.1f} decoded frames/s over {OBSERVE_SECONDS} s ({before} → {after})"
+            assert min(after["width"], after["height"]) >= MIN_SIDE, after
+
+            # The live stats panel shows the same figures.
+            page.wait_for_function("() => document.getElementById('stat-frames').textContent !== '–'",
+                                   timeout=5_000)
+            assert page.locator("#stat-first-frame").inner_text().endswith(" ms")
+
+            # The video element shows a face-sized, non-blank picture.
+            page.wait_for_function("() => { const v = document.getElementById('video');"
+                                   " return v.videoWidth > 0 && v.currentTime > 0 && !v.paused; }", timeout=10_000)
+            shot_path = tmp_path / "video.png"
+            page.locator("#video").screenshot(path=str(shot_path))
+            shot = np.asarray(Image.open(shot_path).convert("RGB"), dtype=np.float32)
+            assert min(shot.shape[:2]) >= MIN_SIDE, shot.shape
+            std = float(shot.std())
+            assert std > MIN_STD, f"video screenshot looks blank (pixel std {std:.1f}); saved at {shot_path}"
+
+            # Round-trip time from the selected candidate pair is shown.
+            page.wait_for_function("() => typeof window.livehead.state.stats.rttMs === 'number'", timeout=10_000)
+
+            # Barge-in travels over the data channel; the server confirms it.
+            page.get_by_role("button", name="barge-in").click()
+            page.wait_for_function("() => document.getElementById('log').textContent.includes('\"cleared\"')",
+                                   timeout=5_000)
+            page.get_by_role("button", name="stop").click()
+            page.wait_for_function("() => window.livehead.state.pc === null", timeout=5_000)
+        finally:
+            browser.close()
+    assert not errors, errors
+    (tmp_path / "browser.json").write_text(json.dumps(
+        {"first_frame_ms": first_frame_ms, "decoded_fps": rate, "frames": after, "screenshot_std": std}, indent=1))
+    print(f"browser: first frame {first_frame_ms:.0f} ms, {rate:.1f} decoded frames/s, screenshot {shot_path} "
+          f"(std {std:.1f})")
