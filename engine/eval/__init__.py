@@ -1,1 +1,1 @@
-"""Metrics, `livehead eval`, EchoMimic parity, benchmark helpers; imports runtime, synth and below."""
+"""Metrics, `livehead eval`, EchoMimic parity, benchmark helpers; imports runtime, synth, motion and below."""

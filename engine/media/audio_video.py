@@ -1,4 +1,4 @@
-"""Media I/O: audio decoding and resampling, portrait loading, MP4 (H.264 + AAC) writing.
+"""Media I/O: audio decoding and resampling, portrait and video loading, MP4 (H.264 + AAC) writing.
 
 Everything a user hands in (audio files, images, output paths) is validated here and rejected with
 an `InputError` whose message is one line naming the path and what to do. Decoding and encoding go
@@ -6,6 +6,8 @@ through PyAV (FFmpeg), images through Pillow.
 
     pcm = load_audio("speech.m4a")                  # float32 [T], 16 kHz mono
     img = load_image("me.jpg")                      # uint8 [H, W, 3] RGB, EXIF-rotated
+    img = to_rgb(grey_or_rgba)                      # the same for an array: uint8 [H, W, 3] RGB
+    frames, fps = load_video("clip.mpg")            # uint8 [F, H, W, 3] RGB, frames per second
     with Mp4Writer("out.mp4", fps=25, width=512, height=512, audio=pcm) as w:
         for frame in frames:
             w.write(frame)
@@ -216,12 +218,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                     f"image {path} is too large ({w}x{h} = {w * h / 1e6:.0f} megapixels > 40); downscale it first"
                 )
             im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, rgba)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            rgb = np.asarray(_over_white(ImageOps.exif_transpose(im)), dtype=np.uint8)
     except InputError:
         raise
     except UnidentifiedImageError:
@@ -234,7 +231,67 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+def _over_white(im):
+    """A Pillow image as RGB, its transparent pixels composited over white."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    return im.convert("RGB")
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An image array as load_image returns one: uint8 grey [H, W] or [H, W, 1], grey + alpha [H, W, 2], RGB
+    [H, W, 3] or RGBA [H, W, 4] → uint8 [H, W, 3] RGB, transparent pixels composited over white.
+    InputError for any other dtype or shape."""
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise InputError(f"the image must have 8-bit pixels (uint8), got {image.dtype}; load it with load_image")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        return np.ascontiguousarray(np.repeat(image[..., None], 3, axis=2))
+    if image.ndim != 3 or image.shape[2] not in (2, 3, 4):
+        raise InputError(f"expected a grey, RGB or RGBA image [H, W(, C)], got shape {list(image.shape)}")
+    if image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    return np.ascontiguousarray(np.asarray(_over_white(Image.fromarray(np.ascontiguousarray(image))), np.uint8))
+
+
 # --------------------------------------------------------------------------------------------- video
+
+
+def load_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Every frame of a file's first video stream as uint8 [F, H, W, 3] RGB, and its frame rate (25 when
+    the file gives none). Meant for short clips: all frames are held in memory. Raises InputError for a
+    missing or undecodable file, one without a video stream, or one without a decodable frame; a damaged
+    tail is dropped (players do the same)."""
+    path = Path(path)
+    _check_file(path, "video")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read video file {path} ({_short(err)}); pass an mp4, mpg, mov or webm clip") from None
+    frames: list[np.ndarray] = []
+    with container:
+        if not container.streams.video:
+            raise InputError(f"no video stream in {path}; pass a clip with video (mp4, mpg, mov, webm)")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        try:
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+        except av.error.FFmpegError as err:
+            if not frames:
+                raise InputError(f"cannot decode video in {path}: {_short(err)}") from None
+    if not frames:
+        raise InputError(f"video file {path} has no frames; pass a clip with at least one frame")
+    return np.stack(frames), float(rate) if rate else float(FPS)
+
 
 
 class Mp4Writer:

@@ -3,6 +3,7 @@
     face = prepare_portrait(load_image("me.jpg"), size=512)
     face.image   # uint8 [512, 512, 3] RGB, square crop around the face
     face.mask    # float32 [512, 512], 1 inside the face region grown by 10 %, 0 outside
+    detect_faces(image)   # every face as (x0, y0, x1, y1, score), largest first
 
 Detection uses MediaPipe's BlazeFace (full-range model, short-range as a fallback); its models ship
 inside the `mediapipe` wheel, so nothing is downloaded. The crop and mask follow EchoMimic v1's
@@ -63,7 +64,7 @@ def _detector(model_selection: int):
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Send file descriptor 2 to /dev/null for a moment.
 
     MediaPipe's C++ side (TF-Lite, absl) prints "Created TensorFlow Lite XNNPACK delegate" and an
@@ -88,14 +89,15 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _run_detector(image: np.ndarray, model_selection: int) -> tuple[int, int, int, int, float] | None:
+def _run_detector(image: np.ndarray, model_selection: int) -> list[tuple[int, int, int, int, float]]:
+    """Every face one BlazeFace model finds, as (x0, y0, x1, y1, score) in pixels, largest first."""
     h, w = image.shape[:2]
     with _lock:  # a MediaPipe graph is not safe to call from two threads at once
         first_run = model_selection not in _warmed
-        with _quiet_stderr() if first_run else contextlib.nullcontext():
+        with quiet_stderr() if first_run else contextlib.nullcontext():
             result = _detector(model_selection).process(image)
         _warmed.add(model_selection)
-    best = None
+    found = []
     for det in result.detections or []:
         rb = det.location_data.relative_bounding_box
         x0 = int(round(max(0.0, rb.xmin) * w))
@@ -105,19 +107,24 @@ def _run_detector(image: np.ndarray, model_selection: int) -> tuple[int, int, in
         if x1 - x0 < 2 or y1 - y0 < 2:
             continue
         score = float(det.score[0]) if det.score else 0.0
-        area = (x1 - x0) * (y1 - y0)
-        if best is None or area > best[0]:
-            best = (area, (x0, y0, x1, y1, score))
-    return None if best is None else best[1]
+        found.append((x0, y0, x1, y1, score))
+    return sorted(found, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+
+
+def detect_faces(image: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+    """Every face in an RGB uint8 image [H, W, 3] as (x0, y0, x1, y1, score) in pixels, largest first
+    (empty when none): the full-range model's faces, or the short-range model's when it finds none."""
+    image = _as_rgb(image)
+    found = _run_detector(image, 1)  # full-range model (faces up to ~5 m)
+    if not found:
+        found = _run_detector(image, 0)  # short-range model: close-ups the full-range one can miss
+    return found
 
 
 def detect_face(image: np.ndarray) -> tuple[int, int, int, int, float] | None:
     """Largest face in an RGB uint8 image as (x0, y0, x1, y1, score) in pixels, or None."""
-    image = _as_rgb(image)
-    found = _run_detector(image, 1)  # full-range model (faces up to ~5 m)
-    if found is None:
-        found = _run_detector(image, 0)  # short-range model: close-ups the full-range one can miss
-    return found
+    found = detect_faces(image)
+    return found[0] if found else None
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

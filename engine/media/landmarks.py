@@ -2,6 +2,7 @@
 
     lm = face_landmarks(image)        # float32 [478, 3] in pixels (x, y, z), or None when no face
     mouth_opening(lm)                 # inner-lip gap / outer-eye-corner distance (0 = closed)
+    mesh = open_face_mesh(static_image_mode=False)   # a FaceMesh graph of one's own (a video tracker)
 
 The Face Mesh model (with the iris refinement: points 468..477) ships inside the `mediapipe` wheel,
 so nothing is downloaded. Every frame is measured on its own (static-image mode, no tracking), so
@@ -21,7 +22,7 @@ import threading
 
 import numpy as np
 
-from livehead.engine.media.face import _quiet_stderr
+from livehead.engine.media.face import quiet_stderr
 
 N_LANDMARKS = 478  # 468 mesh points + 2 x 5 iris points
 
@@ -45,22 +46,35 @@ EYE_GAP_PAIRS = (((160, 144), (159, 145), (158, 153)), ((387, 373), (386, 374), 
 IRIS = (tuple(range(468, 473)), tuple(range(473, 478)))
 NOSE_TIP = 1
 CHIN = 152
+MIN_CONFIDENCE = 0.5  # FaceMesh's detection (and tracking) confidence
 
 _mesh = None
 _mesh_lock = threading.Lock()
 _warmed = False
 
 
+def open_face_mesh(static_image_mode: bool = True, max_num_faces: int = 1,
+                   min_confidence: float = MIN_CONFIDENCE):
+    """A new MediaPipe FaceMesh graph with the iris refinement (478 points), MediaPipe's logging quietened.
+
+    static_image_mode=False makes a video tracker: it follows the face from frame to frame and keeps
+    state, so a graph serves one stream and one thread at a time; close() it when done.
+    """
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import mediapipe as mp
+
+    with quiet_stderr():  # its C++ side logs set-up notes when the graph is built
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static_image_mode, max_num_faces=max_num_faces, refine_landmarks=True,
+            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence,
+        )
+
+
 def _face_mesh():
     global _mesh
     if _mesh is None:
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import mediapipe as mp
-
-        _mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5
-        )
+        _mesh = open_face_mesh(static_image_mode=True)
     return _mesh
 
 
@@ -78,13 +92,18 @@ def face_landmarks(image: np.ndarray) -> np.ndarray | None:
     h, w = image.shape[:2]
     with _mesh_lock:  # a MediaPipe graph is not safe to call from two threads at once
         # MediaPipe's C++ side logs set-up notes on the first run and on the first face found.
-        with _quiet_stderr() if not _warmed else contextlib.nullcontext():
+        with quiet_stderr() if not _warmed else contextlib.nullcontext():
             result = _face_mesh().process(image)
         _warmed = _warmed or bool(result.multi_face_landmarks)
     if not result.multi_face_landmarks:
         return None
-    pts = result.multi_face_landmarks[0].landmark
-    out = np.array([(p.x * w, p.y * h, p.z * w) for p in pts], dtype=np.float32)
+    return landmarks_in_pixels(result.multi_face_landmarks[0], w, h)
+
+
+def landmarks_in_pixels(face, width: int, height: int) -> np.ndarray | None:
+    """One face of a FaceMesh result (an entry of `multi_face_landmarks`) → float32 [478, 3] pixels (z scaled
+    like x), or None when it lacks the iris points."""
+    out = np.array([(p.x * width, p.y * height, p.z * width) for p in face.landmark], dtype=np.float32)
     return out if out.shape[0] == N_LANDMARKS else None
 
 
@@ -93,14 +112,20 @@ def video_landmarks(frames) -> list[np.ndarray | None]:
     return [face_landmarks(f) for f in frames]
 
 
-def eye_corner_distance(lm: np.ndarray) -> float:
-    return float(np.linalg.norm(lm[EYE_OUTER[0], :2] - lm[EYE_OUTER[1], :2]))
+def eye_corner_distance(lm: np.ndarray) -> float | np.ndarray:
+    """Outer eye-corner distance of landmarks [478, 2+] (a float) or [..., 478, 2+] (an array [...])."""
+    lm = np.asarray(lm)
+    d = np.linalg.norm(lm[..., EYE_OUTER[0], :2] - lm[..., EYE_OUTER[1], :2], axis=-1)
+    return float(d) if lm.ndim == 2 else d
 
 
-def mouth_opening(lm: np.ndarray) -> float:
-    """Mean gap of the central inner-lip pairs / eye-corner distance. ~0 closed, ~0.1-0.25 speaking."""
-    gap = np.mean([np.linalg.norm(lm[a, :2] - lm[b, :2]) for a, b in MOUTH_GAP_PAIRS])
-    return float(gap / max(eye_corner_distance(lm), 1e-6))
+def mouth_opening(lm: np.ndarray) -> float | np.ndarray:
+    """Mean gap of the central inner-lip pairs / eye-corner distance. ~0 closed, ~0.1-0.25 speaking.
+    Landmarks [478, 2+] give a float, [..., 478, 2+] an array [...]."""
+    lm = np.asarray(lm)
+    gap = np.mean([np.linalg.norm(lm[..., a, :2] - lm[..., b, :2], axis=-1) for a, b in MOUTH_GAP_PAIRS], axis=0)
+    out = gap / np.maximum(eye_corner_distance(lm), 1e-6)
+    return float(out) if lm.ndim == 2 else out
 
 
 def mouth_width(lm: np.ndarray) -> float:

@@ -1,1 +1,1 @@
-"""Training stages, their data and options, distillation, Whisper conversion; imports runtime and below."""
+"""Training stages and their data, distillation, Whisper conversion, motion space; imports runtime, motion and below."""

@@ -18,9 +18,12 @@ from livehead.engine.media.audio_video import (
     Mp4Writer,
     load_audio,
     load_image,
+    load_video,
     resample,
+    to_rgb,
 )
-from livehead.engine.media.face import FaceCrop, detect_face, prepare_portrait
+from livehead.engine.media.face import FaceCrop, detect_face, detect_faces, prepare_portrait
+from livehead.engine.media.landmarks import eye_corner_distance, face_landmarks, mouth_opening
 from tests import ASSETS
 from tests.helpers import probe_mp4
 
@@ -232,7 +235,45 @@ def test_load_image_errors(tmp_path):
     assert "megapixels" in _one_line(err)
 
 
+def test_to_rgb_matches_load_image(tmp_path):
+    rgba = np.zeros((80, 96, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, np.linspace(0, 255, 96).astype(np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(to_rgb(rgba), load_image(tmp_path / "rgba.png"))
+    grey = np.arange(80 * 96, dtype=np.uint32).reshape(80, 96).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    for shape in ((80, 96), (80, 96, 1)):
+        np.testing.assert_array_equal(to_rgb(grey.reshape(shape)), load_image(tmp_path / "grey.png"))
+    rgb = rgba[..., :3]
+    assert to_rgb(rgb).shape == (80, 96, 3) and np.array_equal(to_rgb(rgb), rgb)
+    with pytest.raises(InputError, match="8-bit"):
+        to_rgb(rgb.astype(np.float32))
+    with pytest.raises(InputError, match="grey, RGB or RGBA"):
+        to_rgb(np.zeros((4, 4, 5), np.uint8))
+
+
 # ------------------------------------------------------------------------------------------ video
+
+
+def test_load_video_round_trip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    with Mp4Writer(path, fps=25, width=64, height=48) as writer:
+        for i in range(5):
+            writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    frames, fps = load_video(path)
+    assert frames.shape == (5, 48, 64, 3) and frames.dtype == np.uint8 and fps == 25.0
+    assert np.abs(frames.mean(axis=(1, 2, 3)) - 40 * np.arange(5)).max() < 3
+
+
+def test_load_video_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_video(tmp_path / "nope.mp4")
+    text = tmp_path / "clip.mp4"
+    text.write_text("not a video")
+    with pytest.raises(InputError, match="cannot read video file"):
+        load_video(text)
+    with pytest.raises(InputError, match="no video stream"):
+        load_video(SPEECH)
 
 
 def test_mp4_round_trip(tmp_path):
@@ -294,6 +335,27 @@ def test_detect_face_on_portrait():
     assert (x1 - x0) > w // 5 and (y1 - y0) > h // 5
     # The face is in the upper middle of the bundled portrait.
     assert w * 0.25 < (x0 + x1) / 2 < w * 0.75 and (y0 + y1) / 2 < h * 0.7
+
+
+def test_detect_faces_finds_each_face_largest_first():
+    img = load_image(PORTRAIT)
+    small = np.asarray(Image.fromarray(img).resize((160, 160), Image.Resampling.BILINEAR))
+    pair = np.full((256, 448, 3), 230, np.uint8)
+    pair[:, :256], pair[48:208, 272:432] = img, small
+    found = detect_faces(pair)
+    assert len(found) == 2
+    assert (found[0][2] - found[0][0]) > (found[1][2] - found[1][0])  # largest first
+    assert found[0][2] <= 256 < found[1][0]  # the large face on the left, the small one on the right
+    assert detect_face(pair) == found[0]
+    assert detect_faces(np.full((128, 128, 3), 128, np.uint8)) == []
+
+
+def test_landmark_measures_take_one_face_or_a_batch():
+    lm = face_landmarks(load_image(PORTRAIT))
+    assert isinstance(mouth_opening(lm), float) and isinstance(eye_corner_distance(lm), float)
+    batch = np.stack([lm, lm * 2])
+    np.testing.assert_allclose(mouth_opening(batch), [mouth_opening(lm)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(eye_corner_distance(batch), np.array([1, 2]) * eye_corner_distance(lm), rtol=1e-6)
 
 
 def test_prepare_portrait_crop_and_mask():
