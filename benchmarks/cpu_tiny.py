@@ -30,8 +30,8 @@ import torch
 
 from livehead.engine.eval.bench import machine_info, save_result, session_fps
 from livehead.engine.media.audio_video import Mp4Writer
-from livehead.engine.media.bundled import bundled_demo
 from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.portrait import bundled_demo
 from livehead.engine.runtime.runners import TorchRunners
 from livehead.engine.runtime.session import Session, prepare_avatar
 from livehead.engine.weights.loading import load_model

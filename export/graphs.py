@@ -10,6 +10,8 @@
 | denoiser       | sample [B, 4, F, h, w], timestep [B], audio_tokens [B, F, Ta, Ca], face_features [B, C0, h, w], ref_k_i / ref_v_i [B, Lr_i, C_i] | v [B, 4, F, h, w] |
 | vae_decoder    | latents [N, 4, h, w] (+ reference [1, 3, 8h, 8w] with `cfg.vae.reference_decoder`) | frames [N, 3, 8h, 8w] in [0, 1] |
 
+The motion tier exports audio_encoder and motion_generator (`motion_graph_specs`); its renderer is not learned.
+
 Batch, frames, token counts and spatial sizes are dynamic axes, so one file serves every window size
 and session batch. These are exactly the calls of `engine.model.Runners`.
 """
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from livehead.engine.common.errors import InputError
-from livehead.engine.model.avatar_model import AvatarModel
+from livehead.engine.model.avatar_model import AvatarModel, MotionModel
 from livehead.engine.model.config import ModelConfig
 
 
@@ -74,6 +76,18 @@ class DenoiserGraph(nn.Module):
         return self.denoiser(sample, timestep, audio_tokens, face_features, *reference_kv)
 
 
+class MotionGeneratorGraph(nn.Module):
+    """The motion tier's generator with its motion prefix length fixed (the preset's motion_frames)."""
+
+    def __init__(self, model: MotionModel):
+        super().__init__()
+        self.generator = model.generator
+        self.known_frames = model.cfg.stream.motion_frames
+
+    def forward(self, sample, timestep, audio_tokens, shape):
+        return self.generator(sample, timestep, audio_tokens, shape, known_frames=self.known_frames)
+
+
 class VAEDecoderGraph(nn.Module):
     def __init__(self, model: AvatarModel):
         super().__init__()
@@ -108,9 +122,34 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]]
 
 
-def graph_specs(cfg: ModelConfig, model: AvatarModel, frames: int | None = None, batch: int = 1,
+def motion_graph_specs(cfg: ModelConfig, model: MotionModel, batch: int = 1) -> list[GraphSpec]:
+    """The motion tier's learned parts: Whisper-tiny and the motion generator (the renderer is not learned).
+
+    motion_generator: sample [B, D, W, 1, 1], timestep [B], audio_tokens [B, W, Ta, Ca], shape [B, S, 1, 1]
+    → v [B, D, W, 1, 1]; W is fixed to the preset's window (the prefix length is part of the graph)."""
+    a, m, w = cfg.audio, cfg.motion, cfg.stream.window_frames
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    return [
+        GraphSpec("audio_encoder", AudioEncoderGraph(model), (rand(1, a.n_mels, 200),), ["mel"], ["stack"],
+                  {"mel": {2: "mel_frames"}, "stack": {1: "positions"}}),
+        GraphSpec("motion_generator", MotionGeneratorGraph(model),
+                  (rand(batch, m.motion_dim, w, 1, 1), torch.full((batch,), 999, dtype=torch.int64),
+                   rand(batch, w, a.tokens_per_frame, a.n_state), rand(batch, m.shape_dim, 1, 1)),
+                  ["sample", "timestep", "audio_tokens", "shape"], ["v"],
+                  {"sample": {0: "batch"}, "timestep": {0: "batch"}, "audio_tokens": {0: "batch"},
+                   "shape": {0: "batch"}, "v": {0: "batch"}}),
+    ]
+
+
+def graph_specs(cfg: ModelConfig, model: AvatarModel | MotionModel, frames: int | None = None, batch: int = 1,
                 latent_hw: tuple[int, int] | None = None) -> list[GraphSpec]:
     """Export specs with example inputs at the preset's window shape (or the given one)."""
+    if cfg.motion is not None:
+        return motion_graph_specs(cfg, model, batch)
     frames = frames or cfg.stream.window_frames
     h, w = latent_hw or (cfg.latent_size, cfg.latent_size)
     down = cfg.vae.downscale

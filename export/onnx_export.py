@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from livehead.engine.common.errors import InputError
-from livehead.engine.model.avatar_model import AvatarModel
+from livehead.engine.model.avatar_model import AvatarModel, MotionModel
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.weights.loading import with_reference_mix
 from livehead.export.graphs import graph_specs
@@ -78,8 +78,8 @@ def export_component(spec, path: Path, opset: int) -> None:
     onnx.checker.check_model(str(path), full_check=False)
 
 
-def export_preset(cfg: ModelConfig, model: AvatarModel, out_dir: Path, opset: int = 17, precision: str = "fp32",
-                  progress: bool = True, components: list[str] | None = None,
+def export_preset(cfg: ModelConfig, model: AvatarModel | MotionModel, out_dir: Path, opset: int = 17,
+                  precision: str = "fp32", progress: bool = True, components: list[str] | None = None,
                   latent_hw: tuple[int, int] | None = None, weights_id: str | None = None) -> dict:
     """Export (a subset of) the components; returns the manifest also written to out_dir/manifest.json.
 
@@ -102,6 +102,9 @@ def export_preset(cfg: ModelConfig, model: AvatarModel, out_dir: Path, opset: in
     manifest = {"preset": cfg.name, "opset": opset, "precision": precision, "torch": torch.__version__,
                 "onnx": onnx.__version__, "weights": weights_id, "reference_mix": model.cfg.sampler.reference_mix,
                 "components": {}}
+    if cfg.motion is not None:  # the latent space of the motion tier: z = (motion - mean) / std
+        manifest["motion_mean"] = model.generator.motion_mean.float().tolist()
+        manifest["motion_std"] = model.generator.motion_std.float().tolist()
     for spec in tqdm(specs, desc="export", unit="graph", disable=not progress):
         spec.inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in spec.inputs)
         path = out_dir / f"{spec.name}.onnx"

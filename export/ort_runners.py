@@ -18,11 +18,13 @@ import torch
 
 from livehead.engine.common.errors import InputError
 from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.motion_runners import MotionRunners
 from livehead.export.graphs import KV_NAMES, decoder_feeds
 from livehead.export.onnx_export import exported_sampling, read_manifest
 
 COMPONENTS = ("audio_encoder", "vae_encoder", "face_locator", "reference", "denoiser", "denoiser_uncond",
               "vae_decoder")
+MOTION_COMPONENTS = ("audio_encoder", "motion_generator")
 
 
 def _providers(device: str) -> list[str]:
@@ -40,24 +42,26 @@ def _providers(device: str) -> list[str]:
 class OrtRunners:
     """Runners over ONNX Runtime sessions; tensors in and out are torch (CPU)."""
 
-    def __init__(self, cfg: ModelConfig, sessions: dict, device: str = "cpu"):
+    def __init__(self, cfg: ModelConfig, sessions: dict, device: str = "cpu", input_component: str = "denoiser"):
         self.cfg = cfg
         self.sessions = sessions
         self.device = torch.device("cpu")  # what the session code sees: inputs and outputs on the host
         self.dtype = torch.float32
         self.ort_device = "cuda" if device.startswith("cuda") else "cpu"
-        inputs = sessions["denoiser"].get_inputs()
+        inputs = sessions[input_component].get_inputs()
         self.input_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
 
     @classmethod
     def from_dir(cls, cfg: ModelConfig, directory: str | Path, device: str = "cpu",
-                 threads: int | None = None) -> OrtRunners:
+                 threads: int | None = None, **controls) -> OrtRunners | OrtMotionRunners:
+        """The runners of an export folder; `controls` (expression, head_motion) for the motion tier."""
         import onnxruntime as ort
 
         manifest = read_manifest(Path(directory))
         if manifest["preset"] != cfg.name:
             raise InputError(f"{directory} was exported for preset {manifest['preset']}, not {cfg.name}")
-        missing = [c for c in COMPONENTS if c not in manifest["components"]]
+        components = MOTION_COMPONENTS if cfg.motion is not None else COMPONENTS
+        missing = [c for c in components if c not in manifest["components"]]
         if missing:
             raise InputError(f"{directory} lacks exported components: {', '.join(missing)}")
         options = ort.SessionOptions()
@@ -69,7 +73,11 @@ class OrtRunners:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = _providers(device)
         sessions = {c: ort.InferenceSession(str(Path(directory) / manifest["components"][c]["file"]), options,
-                                            providers=providers) for c in COMPONENTS}
+                                            providers=providers) for c in components}
+        if cfg.motion is not None:
+            graphs = cls(cfg, sessions, device, input_component="motion_generator")
+            mean, std = torch.tensor(manifest["motion_mean"]), torch.tensor(manifest["motion_std"])
+            return OrtMotionRunners(graphs, mean, std, **controls)
         return cls(exported_sampling(cfg, manifest), sessions, device)
 
     def run_graph(self, component: str, feeds: dict[str, torch.Tensor]) -> list[np.ndarray]:
@@ -111,3 +119,20 @@ class OrtRunners:
 
     def decode(self, latents: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         return self._t(self.run_graph("vae_decoder", decoder_feeds(self.cfg, latents, reference))[0])
+
+
+class OrtMotionRunners(MotionRunners):
+    """The motion tier over ONNX Runtime: Whisper-tiny and the generator exported, the renderer as ever."""
+
+    def __init__(self, graphs: OrtRunners, motion_mean: torch.Tensor, motion_std: torch.Tensor, **controls):
+        super().__init__(graphs.cfg, motion_mean, motion_std, **controls)
+        self.graphs = graphs
+        self.device, self.dtype = graphs.device, graphs.dtype
+
+    def audio_stack(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.graphs.audio_stack(mel)
+
+    def generator_v(self, sample, timestep, audio, face) -> torch.Tensor:
+        feeds = {"sample": sample, "timestep": timestep.long().reshape(-1).expand(sample.shape[0]),
+                 "audio_tokens": audio, "shape": face}
+        return self.graphs._t(self.graphs.run_graph("motion_generator", feeds)[0])

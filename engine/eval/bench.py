@@ -9,7 +9,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,44 @@ def session_fps(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate: 
     median = statistics.median(times)
     return {"fps": frames / median, "frames": frames, "runs_s": [round(t, 4) for t in times],
             "median_s": round(median, 4)}
+
+
+class _Timed:
+    """A runner whose `audio_stack`, `denoise` and `decode` calls are timed (everything else passes through)."""
+
+    PARTS: ClassVar[dict[str, str]] = {"audio_stack": "audio_features", "denoise": "generator",
+                                       "decode": "render_or_decode"}
+
+    def __init__(self, runners: Runners):
+        self._runners = runners
+        self.seconds = dict.fromkeys(self.PARTS.values(), 0.0)
+
+    def __getattr__(self, name):
+        value = getattr(self._runners, name)
+        if name not in self.PARTS:
+            return value
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                self.seconds[self.PARTS[name]] += time.perf_counter() - t
+        return timed
+
+
+def component_ms(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate: int) -> dict:
+    """Milliseconds per output frame of each stage (audio features, generator or denoiser, renderer or VAE
+    decoder, and the session's own work) over one streaming run after a warm-up run."""
+    stream_once(runners, avatar, pcm, sample_rate)
+    timed = _Timed(runners)
+    t = time.perf_counter()
+    frames = stream_once(timed, avatar, pcm, sample_rate)
+    total = time.perf_counter() - t
+    out = {part: round(1000 * s / frames, 3) for part, s in timed.seconds.items()}
+    out["session_other"] = round(1000 * (total - sum(timed.seconds.values())) / frames, 3)
+    out["total"] = round(1000 * total / frames, 3)
+    return out
 
 
 def save_result(path: str | Path, result: dict) -> Path:

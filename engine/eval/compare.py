@@ -14,8 +14,8 @@ from pathlib import Path
 from livehead.engine.common.errors import InputError
 from livehead.engine.eval.bench import machine_info, save_result, session_fps
 from livehead.engine.eval.evaluate import CRITERIA, evaluate_clips, find_clips, generate_frames
-from livehead.engine.media.bundled import bundled_demo
 from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.portrait import bundled_demo
 from livehead.engine.runtime.runners import TorchRunners
 from livehead.engine.runtime.session import prepare_avatar
 from livehead.engine.weights.loading import load_model

@@ -384,6 +384,8 @@ class PreparedClip:
     pcm: np.ndarray  # 16 kHz mono
     gt_open: np.ndarray | None  # synthetic clips: the generator's mouth_open
     silent: np.ndarray | None
+    full_frames: list[np.ndarray] | None = None  # [H, W, 3] each, uncropped, one per 1/25 s
+    crop_box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of the full frames that gt_frames show
 
 
 def prepare_clip(source: ClipSource, size: int, sample_rate: int = SAMPLE_RATE,
@@ -412,7 +414,7 @@ def prepare_clip(source: ClipSource, size: int, sample_rate: int = SAMPLE_RATE,
         silent = np.asarray(doc["silent"], bool)
     elif source.align:
         silent = silent_frames(read_grid_align(source.align), n, FPS)
-    return PreparedClip(source, ref.image, ref.mask, gt_frames, pcm, gt_open, silent)
+    return PreparedClip(source, ref.image, ref.mask, gt_frames, pcm, gt_open, silent, frames, first.crop_box)
 
 
 def generate_frames(runners, image: np.ndarray, mask: np.ndarray, pcm: np.ndarray, seed: int = 0) -> list[np.ndarray]:

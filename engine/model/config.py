@@ -131,7 +131,8 @@ class StreamConfig:
     `prefix_timestep_cap`: None re-noises the prefix to the step's own timestep (EchoMimic). With zero
     terminal SNR the first step (t = 999) then sees pure noise there, so a one-step model would never
     see its motion frames; with a cap the prefix is re-noised to min(t, cap) instead (training and
-    distillation use the same rule, `prefix_timestep`).
+    distillation use the same rule, `prefix_timestep`). A cap of -1 passes the prefix clean (ᾱ = 1): the motion
+    tier's generator reads its motion frames exactly.
     """
 
     image_size: int = 512
@@ -154,6 +155,24 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class MotionGeneratorConfig:
+    """The embedded tier's motion generator (`engine.model.motion_generator`) and its motion space.
+
+    motion_dim = expression components + 2 eyelids + 4 pose values (`engine.motion.space`); the
+    renderer draws the photo at its own aspect ratio with its long side at `StreamConfig.image_size`.
+    """
+
+    motion_dim: int = 20
+    shape_dim: int = 14  # the avatar's neutral shape: its offsets from the canonical face, on the PCA basis
+    audio_dim: int = 384  # Whisper-tiny hidden size
+    audio_tokens: int = 50  # per frame: (tokens_before + tokens_after + 1) x (n_layer + 1)
+    width: int = 192
+    layers: int = 4
+    heads: int = 4
+    max_frames: int = 64  # longest window (learned frame positions)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -167,10 +186,18 @@ class ModelConfig:
     # Trained weights shipped inside the `engine` package (a folder relative to it); used when no
     # --weights is given and the folder holds a livehead.json. "" = none shipped.
     bundled_weights: str = ""
+    # The embedded motion tier: a motion generator + a renderer that moves the photo (None: a pixel model).
+    motion: MotionGeneratorConfig | None = None
 
     @property
     def latent_size(self) -> int:
-        return self.stream.image_size // self.vae.downscale
+        """Side of the latents the sampler works on: image / VAE stride, or 1 for motion vectors."""
+        return 1 if self.motion is not None else self.stream.image_size // self.vae.downscale
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the sampler's latents: the VAE's 4, or the motion vector's size."""
+        return self.motion.motion_dim if self.motion is not None else 4
 
     @staticmethod
     def from_name(name: str) -> ModelConfig:
@@ -207,6 +234,18 @@ PRESETS: dict[str, ModelConfig] = {
         stream=StreamConfig(image_size=128, fps=25, clip_frames=10, motion_frames=2, prefix_timestep_cap=200),
         seeded_weights=True,
         bundled_weights="assets/tiny",
+    ),
+    # Embedded default: motion space. A generator predicts the motion of the face (expression, eyelids, head
+    # pose) from the voice, and a renderer moves the user's own photo (its long side at image_size), so the face
+    # stays theirs. Windows of 8 known + 5 new frames: 200 ms of new video per generator call.
+    "motion": ModelConfig(
+        name="motion",
+        audio=AudioConfig(window_seconds=2.0, pad_to_ctx=False),
+        sampler=SamplerConfig(steps=1, guidance_scale=1.0),
+        stream=StreamConfig(image_size=512, fps=25, clip_frames=5, motion_frames=8, prefix_timestep_cap=-1),
+        seeded_weights=True,
+        bundled_weights="assets/motion",
+        motion=MotionGeneratorConfig(),
     ),
     "echomimic-v1": _ECHOMIMIC_V1,
     "echomimic-v1-acc": replace(

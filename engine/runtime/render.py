@@ -15,10 +15,10 @@ import torch
 
 from livehead.engine.common.errors import InputError
 from livehead.engine.media.audio_video import Mp4Writer, load_audio, load_image
-from livehead.engine.media.face import prepare_portrait
 from livehead.engine.model.audio_encoder import encode_file_features, frame_audio_tokens, frame_token_index
 from livehead.engine.model.sampler import DDIMSampler
 from livehead.engine.runtime.offline import OfflineTrace, denoiser_calls, sample_offline
+from livehead.engine.runtime.portrait import portrait_for
 from livehead.engine.runtime.runners import Runners
 from livehead.engine.runtime.session import Avatar, Session, prepare_avatar, to_uint8
 
@@ -55,7 +55,7 @@ def render_file(runners: Runners, image_path: str | Path, audio_path: str | Path
     t0 = time.perf_counter()
     image = load_image(image_path)
     pcm = load_audio(audio_path, sample_rate=sr)
-    crop_result = prepare_portrait(image, cfg.stream.image_size, crop=crop)
+    crop_result = portrait_for(cfg, image, crop=crop)
     t1 = time.perf_counter()
     avatar = prepare_avatar(runners, crop_result.image, crop_result.mask)
     t2 = time.perf_counter()
@@ -75,7 +75,7 @@ def render_file(runners: Runners, image_path: str | Path, audio_path: str | Path
         audio_seconds=len(pcm) / sr,
         wall_seconds=t3 - t0,
         stage_seconds={"load_and_crop": t1 - t0, "avatar": t2 - t1, "generate_and_encode": t3 - t2},
-        face_detected=bool(crop_result.detected),
+        face_detected=bool(getattr(crop_result, "detected", True)),
     )
 
 
@@ -84,9 +84,9 @@ def _generate(session: Session, pcm: np.ndarray, sr: int, out_path, expected: in
     from tqdm import tqdm
 
     cfg = session.cfg
-    size = cfg.stream.image_size
+    height, width = session.avatar.image.shape[:2]
     step = int(PUSH_SECONDS * sr)
-    with Mp4Writer(out_path, fps=cfg.stream.fps, width=size, height=size, audio=pcm, sample_rate=sr) as writer, \
+    with Mp4Writer(out_path, fps=cfg.stream.fps, width=width, height=height, audio=pcm, sample_rate=sr) as writer, \
             tqdm(total=expected, unit="frame", desc="animate", disable=not progress) as bar:
 
         written = 0

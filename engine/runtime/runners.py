@@ -13,8 +13,9 @@ from typing import Protocol
 import torch
 
 from livehead.engine.common.errors import InputError
-from livehead.engine.model.avatar_model import AvatarModel
+from livehead.engine.model.avatar_model import AvatarModel, MotionModel
 from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.motion_runners import TorchMotionRunners
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -114,3 +115,11 @@ def guided_denoise(runners: Runners, x: torch.Tensor, t: int, tokens: torch.Tens
         u = runners.denoise(x, ts, torch.zeros_like(tokens), torch.zeros_like(face), ()).cpu()
         v = u + guidance * (v - u)
     return v
+
+
+def torch_runners(model: AvatarModel | MotionModel, **controls) -> Runners:
+    """The eager PyTorch runner of a loaded model: `TorchRunners` for the pixel presets, `TorchMotionRunners`
+    (generator + photo renderer) for the motion tier, which takes `controls` (expression, head_motion)."""
+    if isinstance(model, MotionModel):
+        return TorchMotionRunners(model, **controls)
+    return TorchRunners(model)

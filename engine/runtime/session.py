@@ -43,17 +43,26 @@ class Avatar:
     image [S, S, 3] uint8 (the crop), ref_latents [1, 4, s, s], face [1, C0, s, s],
     reference_kv: 32 tensors [1, Lr_l, C_l], decoder_reference [1, 3, S, S] in [-1, 1] (the crop with
     its mouth blanked) or None when the preset's decoder takes no reference.
+    Motion tier: image [H, W, 3] (the whole photo), ref_latents = the neutral motion [1, D, 1, 1], face = the
+    neutral-shape code [1, S, 1, 1], reference_kv = (), decoder_reference = the photo's `MotionAvatar` rig.
     """
 
     image: np.ndarray
     ref_latents: torch.Tensor
     face: torch.Tensor
     reference_kv: tuple[torch.Tensor, ...]
-    decoder_reference: torch.Tensor | None = None
+    decoder_reference: object | None = None
 
 
 def prepare_avatar(runners: Runners, image: np.ndarray, mask: np.ndarray) -> Avatar:
-    """image [S, S, 3] uint8 RGB and mask [S, S] in [0, 1] at the preset's size → cached Avatar."""
+    """image [S, S, 3] uint8 RGB and mask [S, S] in [0, 1] at the preset's size → cached Avatar.
+
+    The motion tier takes the whole photo instead (`portrait_for`: [H, W, 3], long side at the preset's size);
+    its Avatar carries the photo's rig (landmarks, warp, mouth layer) as the decoder's reference."""
+    if runners.cfg.motion is not None:
+        rig = runners.photo_avatar(image)
+        ref_latents = runners.encode_image(to_pixels(image[None]))
+        return Avatar(image=image, ref_latents=ref_latents, face=rig.shape, reference_kv=(), decoder_reference=rig)
     size = runners.cfg.stream.image_size
     if image.shape != (size, size, 3) or mask.shape != (size, size):
         raise InputError(f"avatar image must be {size}x{size} RGB with a {size}x{size} mask, got {image.shape}")
@@ -312,8 +321,8 @@ class Session:
             self.in_flight = False
             if job.epoch != self.epoch:
                 return False
-            if s.motion_frames:
-                self.motion = latents[:, :, -s.motion_frames:]
+            if s.motion_frames:  # the buffer rolls: the newest n frames (a clip may be shorter than n)
+                self.motion = torch.cat([self.motion, latents.to(self.motion.dtype)], dim=2)[:, :, -s.motion_frames:]
             self.next_clip = job.clip + 1
             return True
 
@@ -360,14 +369,14 @@ class Session:
         """Initial noise of the F new frames [1, 4, F, s, s] and the prefix re-noising noise [1, 4, n, s, s]
         (both anchored on the reference latent when the weights were trained so: `DDIMSampler.anchor`)."""
         s = self.cfg.stream
-        size = self.cfg.latent_size
+        size, channels = self.cfg.latent_size, self.cfg.latent_channels
         gen = torch.Generator().manual_seed(_clip_seed(self.seed, clip))
-        x = self.sampler.initial_noise((1, 4, s.clip_frames, size, size), gen)
+        x = self.sampler.initial_noise((1, channels, s.clip_frames, size, size), gen)
         first = clip * s.clip_frames
         if self.noise is not None and first < self.noise.shape[2]:
             given = self.noise[:, :, first:first + s.clip_frames]
             x[:, :, :given.shape[2]] = given
-        prefix = torch.randn((1, 4, s.motion_frames, size, size), generator=gen)
+        prefix = torch.randn((1, channels, s.motion_frames, size, size), generator=gen)
         ref = self.avatar.ref_latents.cpu().float()
         return self.sampler.anchor(x, ref), self.sampler.anchor(prefix, ref)
 

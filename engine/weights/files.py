@@ -50,7 +50,14 @@ class WeightGroup:
         return [root / f"{self.file_stem}{s}" for s in self.suffixes]
 
 
+MOTION_GENERATOR_GROUP = "motion_generator"
+
+
 def weight_groups(cfg: ModelConfig) -> list[WeightGroup]:
+    whisper = WeightGroup(WHISPER_GROUP, "audio_encoder", "audio_processor/whisper_tiny", (".safetensors", ".pt"),
+                          key_prefix="encoder.")
+    if cfg.motion is not None:  # the motion tier: its generator; Whisper-tiny may come from the tiny weights
+        return [WeightGroup(MOTION_GENERATOR_GROUP, "generator", "motion_generator", (".safetensors",)), whisper]
     v = cfg.weights_variant
     motion = lambda key: ".motion_modules." in key
     return [
@@ -60,8 +67,7 @@ def weight_groups(cfg: ModelConfig) -> list[WeightGroup]:
         WeightGroup("motion_module.pth", "denoiser", f"motion_module{v}", (".safetensors", ".pth"),
                     selects=motion),
         WeightGroup("face_locator.pth", "face_locator", "face_locator", (".safetensors", ".pth")),
-        WeightGroup(WHISPER_GROUP, "audio_encoder", "audio_processor/whisper_tiny", (".safetensors", ".pt"),
-                    key_prefix="encoder."),
+        whisper,
         WeightGroup(VAE_GROUP, "vae", "sd-vae-ft-mse/diffusion_pytorch_model", (".safetensors", ".bin")),
     ]
 
@@ -206,8 +212,9 @@ def find_file(group: WeightGroup, root: Path) -> Path:
 
 
 def load_weights(cfg: ModelConfig, modules: dict[str, torch.nn.Module], root: Path,
-                 dtype: torch.dtype = torch.float32) -> None:
-    """Fill `modules` (built on any device, `meta` included) strictly from the files under `root`.
+                 dtype: torch.dtype = torch.float32, groups: list[WeightGroup] | None = None) -> None:
+    """Fill `modules` (built on any device, `meta` included) strictly from the files under `root`: every
+    weight group of the preset, or only `groups`.
 
     Tensors are assigned (no second copy of the weights), cast to `dtype`.
     """
@@ -216,7 +223,7 @@ def load_weights(cfg: ModelConfig, modules: dict[str, torch.nn.Module], root: Pa
         raise InputError(f"weights directory {root} does not exist")
     per_component: dict[str, dict[str, torch.Tensor]] = {}
     fix = _redownload_hint(cfg, root)
-    for g in weight_groups(cfg):
+    for g in weight_groups(cfg) if groups is None else groups:
         path = find_file(g, root)
         raw = group_state_dict(g, path, _expected(g, modules), fix)
         sd = per_component.setdefault(g.component, {})

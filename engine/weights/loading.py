@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from livehead.engine.common.errors import InputError
-from livehead.engine.model.avatar_model import COMPONENT_SEEDS, AvatarModel
+from livehead.engine.model.avatar_model import COMPONENT_SEEDS, AvatarModel, MotionModel, build_model
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.model.init_weights import seeded_init_
 from livehead.engine.model.vae import AutoencoderKL
@@ -122,7 +122,7 @@ def weights_identity(cfg: ModelConfig, weights_dir: str | Path | None) -> str:
 def build_manifest(cfg: ModelConfig) -> dict:
     """The preset's checkpoint manifest, built on the `meta` device (no memory)."""
     with torch.device("meta"):
-        model = AvatarModel(cfg)
+        model = build_model(cfg)
     return manifest(cfg, model.components())
 
 
@@ -133,7 +133,9 @@ def load_model(cfg: ModelConfig, weights_dir: str | Path | None = None, device: 
     device = torch.device(device)
     cfg = trained_sampling(cfg, weights_dir)
     weights_dir = resolve_weights(cfg, weights_dir)
-    if weights_dir is None:
+    if cfg.motion is not None:
+        model = load_motion_model(cfg, weights_dir, dtype)
+    elif weights_dir is None:
         model = AvatarModel(cfg)
         for name, module in model.components().items():
             seeded_init_(module, COMPONENT_SEEDS[name])
@@ -142,6 +144,33 @@ def load_model(cfg: ModelConfig, weights_dir: str | Path | None = None, device: 
             model = AvatarModel(cfg)
         load_avatar_weights(cfg, model, Path(weights_dir), dtype=dtype)  # cast while loading: one copy
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def load_motion_model(cfg: ModelConfig, weights_dir: Path | None, dtype: torch.dtype) -> MotionModel:
+    """The motion tier's generator from `weights_dir` (seeded when None) and its Whisper-tiny encoder from the
+    same folder when it holds one, else from the tiny preset's shipped weights (one copy of Whisper on disk)."""
+    if weights_dir is None:
+        model = MotionModel(cfg)
+        for name, module in model.components().items():
+            seeded_init_(module, COMPONENT_SEEDS[name])
+        return model
+    generator, whisper = weight_groups(cfg)
+    with torch.device("meta"):
+        model = MotionModel(cfg)
+    load_weights(cfg, {"generator": model.generator}, Path(weights_dir), dtype=dtype, groups=[generator])
+    whisper_dir = Path(weights_dir) if existing_file(whisper, Path(weights_dir)) else shared_whisper_dir()
+    load_weights(cfg, {"audio_encoder": model.audio_encoder}, whisper_dir, dtype=dtype, groups=[whisper])
+    # buffers derived from the config (the sampler's ᾱ) are not in the file: rebuild them off the meta device
+    model.generator.alphas_cumprod = MotionModel(cfg).generator.alphas_cumprod.to(dtype)
+    return model
+
+
+def shared_whisper_dir() -> Path:
+    """The shipped weights folder that holds Whisper-tiny (the tiny preset's)."""
+    path = bundled_weights_dir(ModelConfig.from_name("tiny"))
+    if path is None:
+        raise InputError("the shipped tiny weights (which hold Whisper-tiny) are missing: reinstall livehead")
+    return path
 
 
 def load_avatar_weights(cfg: ModelConfig, model: AvatarModel, root: Path, dtype: torch.dtype = torch.float32) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from livehead.engine.common.errors import InputError
 from livehead.engine.model.config import ModelConfig
-from livehead.engine.runtime.runners import TorchRunners, resolve_device
+from livehead.engine.runtime.runners import resolve_device, torch_runners
 from livehead.engine.weights.loading import load_model, seeded_note, weights_identity, weights_label
 from livehead.export.onnx_export import MANIFEST, export_preset
 from livehead.export.ort_runners import OrtRunners
@@ -59,17 +59,30 @@ def ensure_exported(cfg: ModelConfig, weights: str | None, exported: Path, progr
     return exported
 
 
+def motion_controls(args) -> dict[str, float]:
+    """The motion tier's user controls from parsed arguments (`--expression`, `--head-motion`)."""
+    controls = {"expression": getattr(args, "expression", 1.0), "head_motion": getattr(args, "head_motion", 1.0)}
+    for name, value in controls.items():
+        if not 0.0 <= value <= 3.0:
+            raise InputError(f"--{name.replace('_', '-')} must be between 0 and 3, got {value}")
+    return controls
+
+
 def make_runners(cfg: ModelConfig, backend: str, weights: str | None = None, device: str = "auto",
-                 exported: str | Path | None = None, progress: bool = True):
+                 exported: str | Path | None = None, progress: bool = True, controls: dict | None = None):
+    """Runners of `cfg` on a backend. controls: the motion tier's expression / head_motion (ignored by the
+    pixel presets)."""
+    controls = (controls or {}) if cfg.motion is not None else {}
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     dev = resolve_device(device)
     if backend == "torch":
-        return TorchRunners(load_model(cfg, weights, device=dev))
+        return torch_runners(load_model(cfg, weights, device=dev), **controls)
     directory = Path(exported) if exported else default_export_dir(cfg)
     try:
         if backend == "onnxruntime":
-            return OrtRunners.from_dir(cfg, ensure_exported(cfg, weights, directory, progress), device=str(dev))
+            return OrtRunners.from_dir(cfg, ensure_exported(cfg, weights, directory, progress), device=str(dev),
+                                       **controls)
 
         if dev.type != "cuda":
             raise InputError("the tensorrt backend needs a CUDA GPU (--device cuda)")

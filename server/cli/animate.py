@@ -9,7 +9,7 @@ from livehead.engine.media.bundled import DEFAULT_AUDIO, DEFAULT_IMAGE
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.render import render_file
 from livehead.engine.runtime.runners import resolve_device
-from livehead.server.backends.runners import make_runners, print_seeded_note
+from livehead.server.backends.runners import make_runners, motion_controls, print_seeded_note
 from livehead.server.cli.common import add_model_arguments, raise_input
 
 
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise_input(f"--out must name an .mp4 file, got {args.out!r}")
     if not out.parent.is_dir():
         raise_input(f"output directory does not exist: {out.parent}; create it or choose another --out")
-    runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=not args.quiet)
+    runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=not args.quiet,
+                           controls=motion_controls(args))
     print_seeded_note(cfg, args.weights)
     report = render_file(runners, args.image, args.audio, out, seed=args.seed,
                          crop=not args.no_crop, progress=not args.quiet, schedule=args.schedule)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from livehead.engine.media.bundled import bundled_demo
 from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.portrait import bundled_demo
 from livehead.engine.runtime.runners import TorchRunners
 from livehead.engine.weights.loading import load_model, weights_identity
 from livehead.export.check import component_errors, format_errors, pipeline_psnr
@@ -14,11 +14,13 @@ from livehead.export.onnx_export import export_preset
 from livehead.export.ort_runners import OrtRunners
 from livehead.export.tensorrt import TrtRunners
 from livehead.server.backends.runners import default_export_dir
+from livehead.server.cli.common import DEFAULT_PRESET
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export every component to ONNX (and TensorRT engines)")
-    e.add_argument("--preset", default="tiny")
+    e.add_argument("--preset", default=DEFAULT_PRESET,
+                     help="motion (embedded default), tiny, echomimic-v1, echomimic-v1-acc")
     e.add_argument("--weights", default=None)
     e.add_argument("--out", default=None, help="output directory (default: exported/PRESET)")
     e.add_argument("--opset", type=int, default=17)

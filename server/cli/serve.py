@@ -18,14 +18,16 @@ import sys
 from livehead.engine.common.errors import InputError
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.runners import resolve_device
-from livehead.server.backends.runners import make_runners, print_seeded_note
+from livehead.server.backends.runners import make_runners, motion_controls, print_seeded_note
+from livehead.server.cli.common import DEFAULT_PRESET, add_motion_controls
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="WebRTC live server: browser page, POST /offer, /avatars, /metrics")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback; others need --token)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--preset", default="tiny", help="tiny (embedded default), echomimic-v1, echomimic-v1-acc")
+    p.add_argument("--preset", default=DEFAULT_PRESET,
+                     help="motion (embedded default), tiny, echomimic-v1, echomimic-v1-acc")
     p.add_argument("--weights", default=None,
                    help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
                         "or 'seeded' for the seed-fixed random model)")
@@ -38,6 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /offer and /avatars")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
                    help="STUN/TURN server (repeatable); default none: no traffic leaves the machine unless asked")
+    add_motion_controls(p)
     p.add_argument("--latency", type=float, default=None, help="input-to-output delay in seconds (default: "
                    "measured at start = first clip's audio + 1.25 x one clip's compute + margin)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: CPU cores - 1, at least 1: "
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or default_threads())
     cfg = ModelConfig.from_name(args.preset)
     device = resolve_device(args.device)
-    runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported)
+    runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported,
+                           controls=motion_controls(args))
     config = ServeConfig(max_sessions=args.max_sessions, token=args.token, ice_servers=tuple(args.ice_server),
                          latency=args.latency, max_batch=args.max_batch)
     app = create_app(runners, config)

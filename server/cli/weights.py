@@ -11,14 +11,15 @@ from livehead.engine.model.config import ModelConfig
 from livehead.engine.weights.files import convert_to_safetensors
 from livehead.engine.weights.hub import download_weights
 from livehead.engine.weights.loading import build_manifest
-from livehead.server.cli.common import raise_input
+from livehead.server.cli.common import DEFAULT_PRESET, raise_input
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     w = sub.add_parser("weights", help="checkpoint tools")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     m = wsub.add_parser("manifest", help="print the preset's checkpoint keys and shapes as JSON")
-    m.add_argument("--preset", default="tiny")
+    m.add_argument("--preset", default=DEFAULT_PRESET,
+                     help="motion (embedded default), tiny, echomimic-v1, echomimic-v1-acc")
     d = wsub.add_parser("download", help="fetch a preset's public checkpoints from the Hugging Face hub "
                         "(resumable; files already complete are skipped)")
     d.add_argument("preset", help="echomimic-v1-acc or echomimic-v1")

@@ -39,11 +39,11 @@ import numpy as np
 
 from livehead.engine.common.errors import InputError
 from livehead.engine.media.audio_video import AudioResampleStream, Mp4Writer, load_audio, load_image
-from livehead.engine.media.face import prepare_portrait
 from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.portrait import portrait_for
 from livehead.engine.runtime.runners import resolve_device
 from livehead.engine.runtime.session import Session, prepare_avatar
-from livehead.server.backends.runners import make_runners, print_seeded_note
+from livehead.server.backends.runners import make_runners, motion_controls, print_seeded_note
 
 BLOCK_SECONDS = 0.02  # one push = 20 ms of audio, as a browser / WebRTC frame
 MAX_QUEUED_SECONDS = 10.0  # audio waiting for a slow generator beyond this is dropped (and counted)
@@ -518,8 +518,9 @@ def cmd_live(args: argparse.Namespace) -> int:
     image = load_image(args.image)
 
     def build() -> Session:  # runs on the generator thread
-        crop = prepare_portrait(image, cfg.stream.image_size, crop=not args.no_crop)
-        runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=False)
+        crop = portrait_for(cfg, image, crop=not args.no_crop)
+        runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported, progress=False,
+                               controls=motion_controls(args))
         print_seeded_note(cfg, args.weights)
         avatar = prepare_avatar(runners, crop.image, crop.mask)
         _warm_up(runners, avatar, args.seed)
@@ -539,14 +540,14 @@ def cmd_live(args: argparse.Namespace) -> int:
             root.destroy()
         raise gen.error
 
-    size = cfg.stream.image_size
+    height, width = gen.session.avatar.image.shape[:2]
     tmp = None
     if out is not None and file_pcm is not None:
         audio = file_pcm[: int(args.seconds * rate)] if args.seconds is not None else file_pcm
-        gen.writer = Mp4Writer(out, fps=cfg.stream.fps, width=size, height=size, audio=audio, sample_rate=rate)
+        gen.writer = Mp4Writer(out, fps=cfg.stream.fps, width=width, height=height, audio=audio, sample_rate=rate)
     elif out is not None:  # mic: the audio is known only at the end; record video now, mux after
         tmp = Path(tempfile.mkstemp(suffix=".mp4", dir=out.parent, prefix=".livehead-")[1])
-        gen.writer = Mp4Writer(tmp, fps=cfg.stream.fps, width=size, height=size)
+        gen.writer = Mp4Writer(tmp, fps=cfg.stream.fps, width=width, height=height)
         gen.keep_audio = True
     what = f"file {args.audio} as a microphone ({source.duration:.2f} s)" if file_pcm is not None else \
         f"microphone {source.name!r} at {source.rate} Hz"

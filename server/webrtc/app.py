@@ -136,7 +136,7 @@ class LiveServer:
         self.cfg = runners.cfg
         self.config = config
         self.worker = GenerationWorker(runners, max_batch=config.max_batch)
-        self.avatars = AvatarStore(self.worker, self.cfg.stream.image_size)
+        self.avatars = AvatarStore(self.worker, self.cfg)
         self.peers: dict[str, Peer] = {}
         self.latency = config.latency  # of a session on an idle server (reported); see latency_for
         self.compute_s: float | None = None  # one clip alone, measured at start

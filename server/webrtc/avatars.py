@@ -1,13 +1,14 @@
 """Avatars of the live server: uploaded portraits → cached `Avatar`s (reference bank computed once).
 
-    store = AvatarStore(worker, size=128)
+    store = AvatarStore(worker, cfg)
     await store.add_default(path)                   # id "default": the bundled portrait
     avatar_id = await store.add_upload(image_bytes) # sha256-derived id; same bytes → same id, no recompute
     entry = store.get(avatar_id)                    # .avatar is shared by every session using it
 
 An upload is checked like a file given to `livehead animate` (engine.media.load_image: a readable
-image, ≤ 40 megapixels, sides ≥ 64 px), then needs a detectable face (engine.face.prepare_portrait);
-the model work (VAE encode, face locator, ReferenceNet bank) runs on the generation worker.
+image, ≤ 40 megapixels, sides ≥ 64 px), then needs a detectable face (`portrait_for`: a face crop, or the
+whole photo for the motion tier); the model work (VAE encode and ReferenceNet bank, or the photo's rig)
+runs on the generation worker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from livehead.engine.common.errors import InputError
 from livehead.engine.media.audio_video import load_image
-from livehead.engine.media.face import prepare_portrait
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.portrait import portrait_for
 from livehead.engine.runtime.session import Avatar, prepare_avatar
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # POST /avatars limit (HTTP 413 above)
@@ -38,8 +40,8 @@ class AvatarEntry:
     in_use: int = 0  # live sessions using it (never evicted while > 0)
 
 
-def _decode_upload(data: bytes, size: int):
-    """Image bytes → FaceCrop at the preset's size; InputError (with a user-facing reason) otherwise."""
+def _decode_upload(data: bytes, cfg: ModelConfig):
+    """Image bytes → the picture the preset animates; InputError (with a user-facing reason) otherwise."""
     fd, name = tempfile.mkstemp(prefix="livehead-upload-")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -49,7 +51,7 @@ def _decode_upload(data: bytes, size: int):
         except InputError as err:
             raise InputError(str(err).replace(name, "the upload")) from None
         try:
-            return prepare_portrait(image, size, crop=True)
+            return portrait_for(cfg, image, crop=True)
         except InputError as err:  # the CLI's hint (--no-crop) means nothing to an uploader
             raise InputError(str(err).split(", or pass --no-crop")[0]) from None
     finally:
@@ -57,9 +59,9 @@ def _decode_upload(data: bytes, size: int):
 
 
 class AvatarStore:
-    def __init__(self, worker, size: int, max_avatars: int = MAX_AVATARS):
+    def __init__(self, worker, cfg: ModelConfig, max_avatars: int = MAX_AVATARS):
         self.worker = worker
-        self.size = size
+        self.cfg = cfg
         self.max_avatars = max_avatars
         self.entries: OrderedDict[str, AvatarEntry] = OrderedDict()
         self._building: dict[str, asyncio.Future] = {}
@@ -86,7 +88,7 @@ class AvatarStore:
 
     async def add_default(self, path: str | Path) -> AvatarEntry:
         loop = asyncio.get_running_loop()
-        crop = await loop.run_in_executor(None, lambda: prepare_portrait(load_image(path), self.size, crop=True))
+        crop = await loop.run_in_executor(None, lambda: portrait_for(self.cfg, load_image(path), crop=True))
         return await self._build("default", crop)
 
     async def add_upload(self, data: bytes) -> str:
@@ -103,7 +105,7 @@ class AvatarStore:
         fut = asyncio.get_running_loop().create_future()
         self._building[avatar_id] = fut
         try:
-            crop = await asyncio.get_running_loop().run_in_executor(None, _decode_upload, data, self.size)
+            crop = await asyncio.get_running_loop().run_in_executor(None, _decode_upload, data, self.cfg)
             await self._build(avatar_id, crop)
             fut.set_result(avatar_id)
         except BaseException as err:

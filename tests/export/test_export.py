@@ -116,7 +116,8 @@ def test_an_export_of_other_weights_is_redone_or_refused(exported, tmp_path, mon
 def test_animate_with_onnxruntime_backend(exported, tmp_path, capsys):
     _, _, out, _ = exported
     video = tmp_path / "ort.mp4"
-    assert main(["animate", "--backend", "onnxruntime", "--exported", str(out), "--out", str(video), "--quiet"]) == 0
+    assert main(["animate", "--preset", "tiny", "--backend", "onnxruntime", "--exported", str(out),
+                 "--out", str(video), "--quiet"]) == 0
     assert "with onnxruntime" in capsys.readouterr().out
 
     assert probe_mp4(video)["frames"] == 100
@@ -125,8 +126,8 @@ def test_animate_with_onnxruntime_backend(exported, tmp_path, capsys):
 def test_bench_command_saves_json(exported, tmp_path, capsys):
     _, _, out, _ = exported
     target = tmp_path / "bench.json"
-    assert main(["bench", "--backend", "onnxruntime", "--exported", str(out), "--runs", "1", "--audio-seconds",
-                 "1", "--json", str(target)]) == 0
+    assert main(["bench", "--preset", "tiny", "--backend", "onnxruntime", "--exported", str(out), "--runs", "1",
+                 "--audio-seconds", "1", "--json", str(target)]) == 0
     result = json.loads(target.read_text())
     assert result["figures"]["onnxruntime"]["fps"] > 0 and result["figures"]["torch"]["fps"] > 0
     assert result["speedup_vs_torch"] == pytest.approx(

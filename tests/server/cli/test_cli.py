@@ -155,8 +155,8 @@ def test_text_file_named_png(capsys, tmp_path, media):
 
 def test_no_face_suggests_no_crop_then_no_crop_renders(capsys, tmp_path, media):
     out_path = tmp_path / "grey.mp4"
-    argv = ["animate", "--image", media["grey"], "--audio", media["tiny_clip"], "--out", out_path,
-            "--device", "cpu", "--quiet"]
+    argv = ["animate", "--preset", "tiny", "--image", media["grey"], "--audio", media["tiny_clip"],
+            "--out", out_path, "--device", "cpu", "--quiet"]
     code, out, err = _run(capsys, *argv)
     _assert_bad_input(code, out, err, "no face", "--no-crop")
     assert not _videos(tmp_path)
@@ -172,12 +172,24 @@ def test_no_face_suggests_no_crop_then_no_crop_renders(capsys, tmp_path, media):
 def test_no_face_through_subprocess(tmp_path, media):
     """The installed entry point as a user runs it: no traceback, no native log noise, status 2."""
     proc = subprocess.run(
-        [sys.executable, "-m", "livehead.server.cli.main", "animate", "--image", str(media["grey"]),
+        [sys.executable, "-m", "livehead.server.cli.main", "animate", "--preset", "tiny", "--image", str(media["grey"]),
          "--audio", str(media["tiny_clip"]), "--out", str(tmp_path / "out.mp4"), "--device", "cpu", "--quiet"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode != 0
     _assert_bad_input(proc.returncode, proc.stdout, proc.stderr, "no face", "--no-crop")
+    assert proc.stdout == ""
+    assert not _videos(tmp_path)
+
+
+def test_motion_default_refuses_a_photo_without_a_face(tmp_path, media):
+    """The default (motion) preset moves the user's own face: no face is a clear error, no --no-crop escape."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "livehead.server.cli.main", "animate", "--image", str(media["grey"]),
+         "--audio", str(media["tiny_clip"]), "--out", str(tmp_path / "out.mp4"), "--device", "cpu", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    _assert_bad_input(proc.returncode, proc.stdout, proc.stderr, "no face", "photo")
     assert proc.stdout == ""
     assert not _videos(tmp_path)
 
@@ -336,7 +348,7 @@ def test_saved_tiny_weights_load_and_render_like_seeded(capsys, tmp_path, media,
     assert from_files.is_file()
 
     seeded = tmp_path / "seeded.mp4"
-    code, out, err = _run(capsys, "animate", "--audio", media["tiny_clip"], "--out", seeded,
+    code, out, err = _run(capsys, "animate", "--preset", "tiny", "--audio", media["tiny_clip"], "--out", seeded,
                           "--weights", "seeded", "--device", "cpu", "--quiet")
     assert code == 0, err
     assert "seeded weights" in err  # the note says the video shows the pipeline, not a talking face

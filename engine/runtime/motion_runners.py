@@ -1,0 +1,146 @@
+"""The motion tier behind the `Runners` interface: the same `Session`, server and benchmarks run it unchanged.
+
+    runners = TorchMotionRunners(load_model(ModelConfig.from_name("motion")))
+    avatar = prepare_avatar(runners, photo.image, photo.mask)   # the photo's rig: landmarks, warp, mouth layer
+    session = Session(runners, avatar)                           # push_audio / flush / clear / frames as ever
+
+What each `Runners` call means here ("latents" are normalised motion vectors [.., D, .., 1, 1]):
+
+    audio_stack      Whisper-tiny, as for the pixel models
+    encode_image     → the neutral motion (the photo as it is), the first clip's motion prefix
+    face_features    → the avatar's neutral-shape code [1, S, 1, 1] (`MotionAvatar.shape`)
+    reference_kv     → () (the generator has no reference bank)
+    denoise          → the generator's v, plus blinks and idle head motion drawn from the window's noise
+    decode           → the avatar's photo moved to each frame's motion: frames [N, 3, H, W] in [0, 1]
+
+`expression` scales the face's expression and `head_motion` the idle head motion (user controls).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from livehead.engine.model.avatar_model import MotionModel
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.model.motion_sampling import add_blinks, add_idle_pose
+from livehead.engine.motion.renderer import PhotoRenderer
+from livehead.engine.motion.shape import shape_code
+from livehead.engine.motion.space import MotionSpace, default_motion_space
+from livehead.engine.motion.tracker import detect
+
+
+@dataclass
+class MotionAvatar:
+    """Per-photo constants of the motion tier: its renderer (neutral landmarks, warp, mouth layer) and its
+    neutral-shape code [1, S, 1, 1]. It is the `decoder_reference` of the photo's `Avatar`."""
+
+    renderer: PhotoRenderer
+    shape: torch.Tensor
+
+    @property
+    def neutral(self) -> np.ndarray:
+        return self.renderer.neutral
+
+
+class MotionRunners:
+    """The motion tier's `Runners` around a generator backend: subclasses give `audio_stack` and `generator_v`
+    (eager torch: `TorchMotionRunners`; ONNX Runtime: `livehead.export.ort_runners.OrtMotionRunners`)."""
+
+    def __init__(self, cfg: ModelConfig, motion_mean: torch.Tensor, motion_std: torch.Tensor,
+                 space: MotionSpace | None = None, expression: float = 1.0, head_motion: float = 1.0):
+        self.cfg = cfg
+        self.space = space or default_motion_space()
+        self.motion_mean = motion_mean.detach().float().cpu()
+        self.motion_std = motion_std.detach().float().cpu()
+        self.expression = float(expression)
+        self.head_motion = float(head_motion)
+        if self.space.dim != cfg.motion.motion_dim:
+            raise ValueError(f"motion space has {self.space.dim} channels, the generator {cfg.motion.motion_dim}")
+
+    def generator_v(self, sample: torch.Tensor, timestep: torch.Tensor, audio: torch.Tensor,
+                    face: torch.Tensor) -> torch.Tensor:
+        """The generator's v [B, D, W, 1, 1] (CPU, float32) for the window; see `MotionGenerator.forward`."""
+        raise NotImplementedError
+
+    def normalise(self, motion: torch.Tensor) -> torch.Tensor:
+        return (motion - self.motion_mean) / self.motion_std
+
+    def denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.motion_std + self.motion_mean
+
+    # ---- per photo ---------------------------------------------------------------------------------
+    def photo_avatar(self, image: np.ndarray, landmarks: np.ndarray | None = None) -> MotionAvatar:
+        """image uint8 [H, W, 3] (already at the output size) → its rig. landmarks [478, 2] if known."""
+        neutral = detect(image) if landmarks is None else landmarks
+        renderer = PhotoRenderer(image, neutral, max_side=max(image.shape[:2]))
+        shape = torch.as_tensor(shape_code(self.space, renderer.neutral, self.cfg.motion.shape_dim),
+                                dtype=torch.float32)
+        return MotionAvatar(renderer=renderer, shape=shape.reshape(1, -1, 1, 1))
+
+    # ---- Runners -----------------------------------------------------------------------------------
+    def neutral_latent(self) -> torch.Tensor:
+        """The neutral motion as latents [1, D, 1, 1]."""
+        neutral = torch.as_tensor(self.space.neutral_motion(1)[0], dtype=torch.float32)
+        return self.normalise(neutral).reshape(1, -1, 1, 1)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.neutral_latent()
+
+    def face_features(self, mask: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(1, self.cfg.motion.shape_dim, 1, 1)
+
+    def reference_kv(self, ref_latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ()
+
+    def denoise(self, sample, timestep, audio, face, kv) -> torch.Tensor:
+        """sample [B, D, W, 1, 1], timestep [B], audio [B, W, Ta, Ca], face [B, S, 1, 1] → v [B, D, W, 1, 1]."""
+        v = self.generator_v(sample, timestep, audio, face)
+        if int(timestep.max()) != self.cfg.sampler.num_train_timesteps - 1:
+            return v  # only the first (pure-noise) step draws blinks and idle motion
+        n, k = self.cfg.stream.motion_frames, self.space.k
+        x0 = -v[..., 0, 0].transpose(1, 2)  # [B, W, D]: at ᾱ = 0 the sampler's x0 is -v
+        window = sample[..., 0, 0].transpose(1, 2).float().cpu()
+        out = []
+        for b in range(x0.shape[0]):
+            predicted = self.denormalise(x0[b])
+            motion = torch.cat([self.denormalise(window[b, :n]), predicted[n:]])
+            motion = add_blinks(motion, window[b, :, k], n, self.cfg.stream.fps, k)
+            motion = add_idle_pose(motion, predicted, window[b, :, -4:], n, self.head_motion)
+            out.append(self.normalise(motion))
+        return -torch.stack(out).transpose(1, 2)[..., None, None]
+
+    def decode(self, latents: torch.Tensor, reference: MotionAvatar | None = None) -> torch.Tensor:
+        """latents [N, D, 1, 1] → frames [N, 3, H, W] in [0, 1]: the avatar's photo moved to each motion."""
+        if reference is None:
+            raise ValueError("the motion tier decodes onto an avatar's photo: pass its MotionAvatar")
+        motion = self.denormalise(latents[:, :, 0, 0].float().cpu()).numpy().astype(np.float64)
+        motion[:, :self.space.k] *= self.expression
+        moved = self.space.decode(motion, reference.neutral)
+        frames = np.stack([reference.renderer.render(m) for m in moved])
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+
+
+class TorchMotionRunners(MotionRunners):
+    """Eager PyTorch runner of a `MotionModel` (generator + Whisper-tiny) plus the photo renderer."""
+
+    def __init__(self, model: MotionModel, space: MotionSpace | None = None, expression: float = 1.0,
+                 head_motion: float = 1.0):
+        gen = model.generator
+        super().__init__(model.cfg, gen.motion_mean, gen.motion_std, space, expression, head_motion)
+        self.model = model
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+
+    @torch.inference_mode()
+    def audio_stack(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.model.audio_encoder(mel.to(self.device, self.dtype)).float()
+
+    @torch.inference_mode()
+    def generator_v(self, sample, timestep, audio, face) -> torch.Tensor:
+        dev, dt = self.device, self.dtype
+        v = self.model.generator(sample.to(dev, dt), timestep.to(dev), audio.to(dev, dt), face.to(dev, dt),
+                                 known_frames=self.cfg.stream.motion_frames)
+        return v.float().cpu()
