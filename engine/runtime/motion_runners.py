@@ -11,7 +11,8 @@ What each `Runners` call means here ("latents" are normalised motion vectors [..
     face_features    → the avatar's neutral-shape code [1, S, 1, 1] (`MotionAvatar.shape`)
     reference_kv     → () (the generator has no reference bank)
     denoise          → the generator's v, plus blinks and idle head motion drawn from the window's noise
-    decode           → the avatar's photo moved to each frame's motion: frames [N, 3, H, W] in [0, 1]
+    decode           → the avatar's photo moved to each frame's motion, its mouth refined by the learned
+                       mouth refiner (`engine.model.mouth_refiner`): frames [N, 3, H, W] in [0, 1]
 
 `expression` scales the face's expression and `head_motion` the idle head motion (user controls).
 """
@@ -26,6 +27,13 @@ import torch
 from livehead.engine.model.avatar_model import MotionModel
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.model.motion_sampling import add_blinks, add_idle_pose
+from livehead.engine.model.mouth_refiner import (
+    MouthRefiner,
+    MouthRefinerConfig,
+    load_mouth_refiner,
+    neutral_mouth_crop,
+    refine_frame,
+)
 from livehead.engine.motion.renderer import PhotoRenderer
 from livehead.engine.motion.shape import shape_code
 from livehead.engine.motion.space import MotionSpace, default_motion_space
@@ -39,6 +47,7 @@ class MotionAvatar:
 
     renderer: PhotoRenderer
     shape: torch.Tensor
+    mouth_crop: np.ndarray  # uint8 [S, S, 3] the photo's own mouth, what the mouth refiner reads
 
     @property
     def neutral(self) -> np.ndarray:
@@ -50,9 +59,11 @@ class MotionRunners:
     (eager torch: `TorchMotionRunners`; ONNX Runtime: `livehead.export.ort_runners.OrtMotionRunners`)."""
 
     def __init__(self, cfg: ModelConfig, motion_mean: torch.Tensor, motion_std: torch.Tensor,
-                 space: MotionSpace | None = None, expression: float = 1.0, head_motion: float = 1.0):
+                 space: MotionSpace | None = None, expression: float = 1.0, head_motion: float = 1.0,
+                 refiner: MouthRefiner | str | None = "shipped"):
         self.cfg = cfg
         self.space = space or default_motion_space()
+        self.refiner = load_mouth_refiner() if isinstance(refiner, str) else refiner
         self.motion_mean = motion_mean.detach().float().cpu()
         self.motion_std = motion_std.detach().float().cpu()
         self.expression = float(expression)
@@ -78,7 +89,8 @@ class MotionRunners:
         renderer = PhotoRenderer(image, neutral, max_side=max(image.shape[:2]))
         shape = torch.as_tensor(shape_code(self.space, renderer.neutral, self.cfg.motion.shape_dim),
                                 dtype=torch.float32)
-        return MotionAvatar(renderer=renderer, shape=shape.reshape(1, -1, 1, 1))
+        crop = neutral_mouth_crop(renderer.image, renderer.neutral, MouthRefinerConfig.size)
+        return MotionAvatar(renderer=renderer, shape=shape.reshape(1, -1, 1, 1), mouth_crop=crop)
 
     # ---- Runners -----------------------------------------------------------------------------------
     def neutral_latent(self) -> torch.Tensor:
@@ -119,7 +131,8 @@ class MotionRunners:
         motion = self.denormalise(latents[:, :, 0, 0].float().cpu()).numpy().astype(np.float64)
         motion[:, :self.space.k] *= self.expression
         moved = self.space.decode(motion, reference.neutral)
-        frames = np.stack([reference.renderer.render(m) for m in moved])
+        frames = np.stack([refine_frame(self.refiner, reference.renderer.render(m), m, reference.mouth_crop,
+                                        reference.neutral) for m in moved])
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
 
@@ -127,9 +140,9 @@ class TorchMotionRunners(MotionRunners):
     """Eager PyTorch runner of a `MotionModel` (generator + Whisper-tiny) plus the photo renderer."""
 
     def __init__(self, model: MotionModel, space: MotionSpace | None = None, expression: float = 1.0,
-                 head_motion: float = 1.0):
+                 head_motion: float = 1.0, refiner: MouthRefiner | str | None = "shipped"):
         gen = model.generator
-        super().__init__(model.cfg, gen.motion_mean, gen.motion_std, space, expression, head_motion)
+        super().__init__(model.cfg, gen.motion_mean, gen.motion_std, space, expression, head_motion, refiner)
         self.model = model
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype

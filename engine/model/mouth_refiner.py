@@ -1,0 +1,259 @@
+"""Mouth refiner: a small U-Net that corrects the photo renderer's mouth region on a square crop around the lips.
+
+The photo renderer (`engine.motion.renderer`) warps the user's photo and draws a procedural mouth interior
+(`engine.motion.mouth`). The refiner takes the rendered mouth crop, the photo's own neutral mouth crop
+(identity detail: lip colour, teeth where they show) and a soft mask of the moved inner-lip polygon, and
+adds a residual, only inside a fixed feathered ellipse in the middle of the crop: it is exactly zero on
+and near the crop's border, so a refined frame never shows the box.
+
+    refiner = load_mouth_refiner()                                  # the shipped weights, or None
+    neutral = neutral_mouth_crop(renderer.image, renderer.neutral)  # uint8 [S, S, 3], once per photo
+    frame = refine_frame(refiner, renderer.render(moved), moved, neutral, renderer.neutral)  # uint8 [H, W, 3]
+
+Crop: `mouth_crop_box` is a square of CROP_SCALE × the outer mouth width (corner to corner) centred on
+the outer lips' bounding box, shifted to lie inside the image; it is resized to S × S (cv2, area filter
+when shrinking, bilinear when enlarging). `refine_frame` pastes back only the refined crop's difference
+from the rendered crop, resized to the box: pixels where the residual is zero (outside the ellipse, and
+everywhere for the zero-initialised network) keep their exact rendered values. Given the photo's neutral
+landmarks, the change fades in with the mouth's opening change as the mouth layer does (`refine_strength`),
+so a zero motion still gives the photo back unchanged.
+
+Network (`MouthRefiner`, plain tensors in and out, export-friendly):
+    x        = cat(render, neutral, inner_mask)           [B, 7, S, S], images in [0, 1]
+    h        = pixel_unshuffle(2 x - 1, 2)                [B, 28, S/2, S/2]
+    encoder  : two 3×3 convs at S/2 (w0), a stride-2 conv + conv at S/4 (w1), a stride-2 conv + two convs
+               at S/8 (w2), ReLU
+    decoder  : nearest ×2, 1×1 projection added to the skip, 3×3 conv, twice (back to S/2)
+    out      : 3×3 conv w0 → 12 (zero-initialised), pixel_shuffle(2) → residual [B, 3, S, S]
+    refined  = clamp(render + window · residual, 0, 1)    [B, 3, S, S]
+The window is a buffer: 1 inside WINDOW_FLAT of the ellipse with semi-axes WINDOW_AXES × S, smoothly 0
+by its edge. With the last conv at zero the network returns the render unchanged. 0.28 M parameters;
+about 5-6 ms a crop on one CPU thread (weights channels-last), refine_frame about 7 ms.
+
+Shipped weights: trained by `python -m livehead.engine.training.mouth` on the six GRID training clips
+(the .json beside them records the recipe, the selection rule and the held-out GRID figures).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from livehead.engine.media.landmarks import (
+    LIP_INNER_LOWER,
+    LIP_INNER_UPPER,
+    LIP_OUTER_LOWER,
+    LIP_OUTER_UPPER,
+    mouth_opening,
+)
+
+__all__ = [
+    "DEFAULT_PATH", "MouthRefiner", "MouthRefinerConfig", "inner_lip_mask", "load_mouth_refiner",
+    "mouth_crop_box", "neutral_mouth_crop", "refine_crop", "refine_frame", "refine_strength", "resize_crop",
+    "to_tensor",
+]
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "assets" / "motion" / "mouth_refiner.safetensors"
+CROP_SCALE = 1.8  # the crop's side / the outer mouth width (corner to corner)
+WINDOW_AXES = (0.46, 0.44)  # the blend ellipse's semi-axes (x, y) as fractions of the crop side
+WINDOW_FLAT = 0.7  # the blend window is 1 up to this fraction of the ellipse, then falls smoothly to 0
+GATE_RAMP = (0.004, 0.03)  # |mouth opening - the neutral's| (IOD) over which the refinement fades in, as the
+# renderer's mouth layer does (engine.motion.mouth.ALPHA_RAMP): at zero motion the photo comes back unchanged
+MASK_FEATHER = 1.0  # px at the crop size: Gaussian sigma of the inner-lip mask's soft edge
+OUTER_LIPS = np.array(LIP_OUTER_UPPER + LIP_OUTER_LOWER)
+INNER_LIP_POLYGON = np.array(LIP_INNER_UPPER + LIP_INNER_LOWER[::-1])
+
+
+@dataclass(frozen=True)
+class MouthRefinerConfig:
+    """size: the crop side S in pixels (a multiple of 8); widths: channels at S/2, S/4, S/8."""
+
+    size: int = 96
+    widths: tuple[int, int, int] = (24, 48, 96)
+
+    def __post_init__(self):
+        if self.size % 8 or self.size < 16:
+            raise ValueError(f"the crop size must be a multiple of 8, at least 16, got {self.size}")
+        if len(self.widths) != 3:
+            raise ValueError(f"widths must give three channel counts, got {self.widths}")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+
+def blend_window(size: int) -> np.ndarray:
+    """The feathered ellipse the residual is applied in → float32 [size, size], exactly 0 near the border."""
+    c = (size - 1) / 2
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    r = np.sqrt(((xx - c) / (WINDOW_AXES[0] * size)) ** 2 + ((yy - c) / (WINDOW_AXES[1] * size)) ** 2)
+    t = np.clip((1.0 - r) / (1.0 - WINDOW_FLAT), 0.0, 1.0)
+    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+
+
+class MouthRefiner(nn.Module):
+    def __init__(self, cfg: MouthRefinerConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg if cfg is not None else MouthRefinerConfig()
+        w0, w1, w2 = cfg.widths
+        conv = lambda a, b, stride=1: nn.Conv2d(a, b, 3, stride=stride, padding=1)
+        self.enc1 = nn.ModuleList([conv(7 * 4, w0), conv(w0, w0)])
+        self.enc2 = nn.ModuleList([conv(w0, w1, 2), conv(w1, w1)])
+        self.enc3 = nn.ModuleList([conv(w1, w2, 2), conv(w2, w2), conv(w2, w2)])
+        self.proj2, self.dec2 = nn.Conv2d(w2, w1, 1), conv(w1, w1)
+        self.proj1, self.dec1 = nn.Conv2d(w1, w0, 1), conv(w0, w0)
+        self.conv_out = conv(w0, 3 * 4)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        self.register_buffer("window", torch.from_numpy(blend_window(cfg.size))[None, None], persistent=False)
+
+    def residual(self, render: torch.Tensor, neutral: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The network's raw residual [B, 3, S, S] (before the window)."""
+        h = F.pixel_unshuffle(torch.cat([render, neutral, mask], 1) * 2.0 - 1.0, 2)
+        for layer in self.enc1:
+            h = F.relu(layer(h))
+        e1 = h
+        for layer in self.enc2:
+            h = F.relu(layer(h))
+        e2 = h
+        for layer in self.enc3:
+            h = F.relu(layer(h))
+        h = F.relu(self.dec2(F.relu(self.proj2(F.interpolate(h, scale_factor=2.0, mode="nearest")) + e2)))
+        h = F.relu(self.dec1(F.relu(self.proj1(F.interpolate(h, scale_factor=2.0, mode="nearest")) + e1)))
+        return F.pixel_shuffle(self.conv_out(h), 2)
+
+    def forward(self, render: torch.Tensor, neutral: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """render, neutral [B, 3, S, S] in [0, 1]; mask [B, 1, S, S] in [0, 1] → refined crop [B, 3, S, S]."""
+        return torch.clamp(render + self.window * self.residual(render, neutral, mask), 0.0, 1.0)
+
+
+# ------------------------------------------------------------------------------------------------ crops
+
+
+def mouth_crop_box(landmarks: np.ndarray, image_shape: tuple[int, ...],
+                   size: int = MouthRefinerConfig.size) -> tuple[int, int, int, int]:
+    """The square around the lips of landmarks [478, 2+] (pixels): side CROP_SCALE × the outer mouth width
+    (at least `size` // 4 px, at most the image's short side), centred on the outer lips and shifted to lie
+    inside an image of shape (H, W, ...) → (x0, y0, x1, y1), x1 - x0 == y1 - y0."""
+    pts = np.asarray(landmarks, np.float64)[OUTER_LIPS, :2]
+    height, width = image_shape[:2]
+    mouth = float(np.linalg.norm(pts[0] - pts[len(LIP_OUTER_UPPER) - 1]))  # corner to corner
+    side = int(min(max(round(CROP_SCALE * mouth), size // 4), height, width))
+    cx, cy = (pts.min(0) + pts.max(0)) / 2
+    x0 = int(np.clip(round(cx - side / 2), 0, width - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, height - side))
+    return x0, y0, x0 + side, y0 + side
+
+
+def resize_crop(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """image[box] resized to size × size (area filter when shrinking, bilinear when enlarging)."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    interp = cv2.INTER_AREA if x1 - x0 > size else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image[y0:y1, x0:x1]), (size, size), interpolation=interp)
+
+
+def inner_lip_mask(landmarks: np.ndarray, box: tuple[int, int, int, int],
+                   size: int = MouthRefinerConfig.size) -> np.ndarray:
+    """Soft mask of the inner-lip polygon of landmarks [478, 2+] in the crop `box` resized to size × size
+    → float32 [size, size] in [0, 1] (anti-aliased, feathered by MASK_FEATHER px)."""
+    import cv2
+
+    x0, y0, x1, _ = box
+    scale = size / (x1 - x0)
+    poly = (np.asarray(landmarks, np.float64)[INNER_LIP_POLYGON, :2] - [x0 - 0.5, y0 - 0.5]) * scale - 0.5
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
+    return np.clip(cv2.GaussianBlur(mask, (0, 0), MASK_FEATHER), 0.0, 1.0)
+
+
+def neutral_mouth_crop(image: np.ndarray, landmarks: np.ndarray, size: int = MouthRefinerConfig.size) -> np.ndarray:
+    """The photo's own mouth at rest: uint8 image [H, W, 3] and its neutral landmarks [478, 2+] → uint8
+    [size, size, 3] (compute once per photo)."""
+    return resize_crop(image, mouth_crop_box(landmarks, image.shape, size), size)
+
+
+def refine_strength(moved_landmarks: np.ndarray, neutral_landmarks: np.ndarray) -> float:
+    """How much of the refinement applies, in [0, 1]: smoothstep of |mouth opening - the neutral's| over
+    GATE_RAMP (landmarks [478, 2+]); 0 when the mouth is as in the photo."""
+    change = abs(float(mouth_opening(moved_landmarks)) - float(mouth_opening(neutral_landmarks)))
+    t = min(max((change - GATE_RAMP[0]) / (GATE_RAMP[1] - GATE_RAMP[0]), 0.0), 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def to_tensor(*crops: np.ndarray) -> torch.Tensor:
+    """uint8 [S, S, 3] or float [S, S] (in [0, 1]) crops → float32 [1, C, S, S] in [0, 1], channels stacked."""
+    parts = [np.asarray(c, np.float32)[..., None] if c.ndim == 2 else c.astype(np.float32) / 255.0 for c in crops]
+    return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts, -1).transpose(2, 0, 1)))[None]
+
+
+@torch.inference_mode()
+def refine_crop(refiner: MouthRefiner, render_crop: np.ndarray, neutral_crop: np.ndarray,
+                mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """One crop through the refiner: uint8 [S, S, 3] ×2 and mask float32 [S, S] → the change to add,
+    float32 [S, S, 3] in pixel units (0 outside the window), scaled by strength."""
+    render = to_tensor(render_crop)
+    refined = refiner(render, to_tensor(neutral_crop), to_tensor(mask))
+    return ((refined - render)[0] * (255.0 * strength)).permute(1, 2, 0).numpy()
+
+
+def refine_frame(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmarks: np.ndarray,
+                 neutral_crop: np.ndarray, neutral_landmarks: np.ndarray | None = None) -> np.ndarray:
+    """A rendered frame uint8 [H, W, 3] with its moved landmarks [478, 2+] and the photo's neutral mouth
+    crop uint8 [S, S, 3] → the frame with its mouth refined, uint8 [H, W, 3]: a new array where only pixels
+    inside the mouth box can change, and only where the residual is not zero. With the photo's neutral
+    landmarks the change is scaled by `refine_strength` (none at the photo's own mouth opening, as the mouth
+    layer). The frame itself when refiner is None or the strength 0."""
+    import cv2
+
+    if refiner is None:
+        return frame
+    size = refiner.cfg.size
+    if neutral_crop.shape != (size, size, 3):
+        raise ValueError(f"the neutral mouth crop must be [{size}, {size}, 3], got {list(neutral_crop.shape)}")
+    strength = 1.0 if neutral_landmarks is None else refine_strength(moved_landmarks, neutral_landmarks)
+    if strength <= 0.0:
+        return frame
+    box = mouth_crop_box(moved_landmarks, frame.shape, size)
+    x0, y0, x1, y1 = box
+    delta = refine_crop(refiner, resize_crop(frame, box, size), neutral_crop,
+                        inner_lip_mask(moved_landmarks, box, size), strength)
+    side = x1 - x0
+    interp = cv2.INTER_AREA if side < size else cv2.INTER_LINEAR
+    delta = cv2.resize(delta, (side, side), interpolation=interp)
+    out = frame.copy()
+    region = out[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = np.clip(np.rint(region + delta), 0, 255).astype(np.uint8)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ weights
+
+
+def load_mouth_refiner(path: str | Path | None = None) -> MouthRefiner | None:
+    """The refiner saved at `path` (default: the shipped engine/assets/motion/mouth_refiner.safetensors, its
+    config in the .json beside it), loaded strictly, in eval mode, its weights channels-last (faster convs on
+    the CPU; results unchanged); None when the file does not exist."""
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else DEFAULT_PATH
+    if not path.exists():
+        return None
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    cfg = MouthRefinerConfig(**meta.get("config", {}))
+    refiner = MouthRefiner(cfg)
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    refiner.load_state_dict(state, strict=True)
+    return refiner.to(memory_format=torch.channels_last).eval()  # about 1 ms faster a crop on the CPU
+
+
+def config_dict(cfg: MouthRefinerConfig) -> dict:
+    """The config as JSON-ready values (what the .json beside the weights stores under "config")."""
+    d = asdict(cfg)
+    d["widths"] = list(d["widths"])
+    return d
