@@ -1,6 +1,6 @@
 """livehead: one portrait photo plus live speech → a talking-head video, in real time.
 
-    from livehead import ModelConfig, Session, TorchRunners, load_model, prepare_avatar, prepare_portrait
+    from livehead import ModelConfig, Session, load_model, portrait_for, prepare_avatar, torch_runners
 
 The installed package holds the repository's rooms as subpackages: `livehead.engine` (models, weights,
 runtime, media, synthetic data, training, evaluation), `livehead.export` (ONNX, ONNX Runtime, TensorRT),
@@ -21,6 +21,9 @@ _PUBLIC = {
     "load_model": "livehead.engine.weights.loading",
     "Runners": "livehead.engine.runtime.runners",
     "TorchRunners": "livehead.engine.runtime.runners",
+    "torch_runners": "livehead.engine.runtime.runners",
+    "portrait_for": "livehead.engine.runtime.portrait",
+    "bundled_demo": "livehead.engine.runtime.portrait",
     "Avatar": "livehead.engine.runtime.session",
     "Session": "livehead.engine.runtime.session",
     "VideoFrame": "livehead.engine.runtime.session",

@@ -20,4 +20,4 @@ def test_the_readme_python_example_runs():
     frames = scope["frames"]
     assert len(frames) == math.ceil(seconds * 25)
     assert [f.index for f in frames] == list(range(len(frames)))
-    assert frames[0].image.shape == (128, 128, 3)
+    assert frames[0].image.shape == scope["photo"].image.shape  # the photo at its own size

@@ -50,7 +50,7 @@ def test_live_file_as_mic_real_time_to_mp4(tmp_path):
 
     info = probe_mp4(out)
     assert abs(info["frames"] - duration * FPS) <= 1, info["frames"]
-    assert info["fps"] == FPS and info["width"] == info["height"] == 128
+    assert info["fps"] == FPS and info["width"] == info["height"] == 256  # the motion default: the photo's own size
     assert info["audio_codec"] == "aac" and abs(info["audio_seconds"] - duration) < 0.05
 
     summary = json.loads(figures.read_text())
