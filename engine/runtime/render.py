@@ -51,6 +51,9 @@ def render_file(runners: Runners, image_path: str | Path, audio_path: str | Path
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     cfg = runners.cfg
+    if schedule == "offline" and cfg.motion is not None:
+        raise InputError("--schedule offline is EchoMimic's reference sampler of the pixel presets; the motion "
+                         "preset streams (the default schedule)")
     sr = cfg.audio.sample_rate
     t0 = time.perf_counter()
     image = load_image(image_path)

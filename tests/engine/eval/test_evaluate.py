@@ -117,7 +117,8 @@ def test_model_path_end_to_end(tmp_path):
     clip = talker.render(buzz_speech([Phone("sil", 0.0, 0.1), Phone("a", 0.1, 0.3), Phone("sil", 0.3, 0.4)]))
     write_clip(clip, tmp_path / "short")
     out = tmp_path / "r.json"
-    assert cli_main(["eval", "--data", str(tmp_path), "--steps", "1", "--identity-stride", "5", "--quiet",
+    assert cli_main(["eval", "--preset", "tiny", "--data", str(tmp_path), "--steps", "1", "--identity-stride", "5",
+                     "--quiet",
                      "--out", str(out)]) == 0  # 10 frames: one streaming clip, one denoiser pass
     result = json.loads(out.read_text())
     assert result["model"] == "tiny" and result["clips"][0]["frames"] == len(clip.frames)
@@ -153,7 +154,8 @@ def test_vae_roundtrip_scores_the_clip_through_the_vae(tmp_path, capsys):
 
     write_clip(clip, tmp_path / "short")
     result_path = tmp_path / "r.json"
-    assert cli_main(["eval", "--data", str(tmp_path), "--vae-roundtrip", "--weights", "seeded", "--quiet",
+    assert cli_main(["eval", "--preset", "tiny", "--data", str(tmp_path), "--vae-roundtrip", "--weights", "seeded",
+                     "--quiet",
                      "--identity-stride", "5", "--out", str(result_path)]) == 0
     result = json.loads(result_path.read_text())
     assert result["model"] == "tiny VAE round trip" and result["clips"][0]["frames"] == len(frames)

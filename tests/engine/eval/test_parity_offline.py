@@ -103,7 +103,8 @@ def test_animate_schedules_write_full_length_video(tmp_path, capsys, schedule):
         w.setframerate(16000)
         w.writeframes(pcm.tobytes())
     out = tmp_path / "o.mp4"
-    assert main(["animate", "--audio", str(audio), "--out", str(out), "--schedule", schedule, "--quiet",
+    assert main(["animate", "--preset", "tiny", "--audio", str(audio), "--out", str(out), "--schedule", schedule,
+                 "--quiet",
                  "--device", "cpu"]) == 0
 
     assert probe_mp4(out)["frames"] == int(np.ceil(0.7 * 25))
