@@ -71,7 +71,8 @@ def _fit_length(pcm: np.ndarray, n: int) -> np.ndarray:
 
 
 def self_reenactment(runners: MotionRunners, clip: PreparedClip) -> dict:
-    """The first frame driven by the clip's own tracked motion vs the real frames (face and mouth boxes)."""
+    """The first frame driven by the clip's own tracked motion vs the real frames 1.. (face and mouth boxes of
+    each real frame's landmarks), beside the first frame held still."""
     real = clip.full_frames
     picture = portrait_for(runners.cfg, real[0])
     h, w = picture.image.shape[:2]
@@ -84,7 +85,7 @@ def self_reenactment(runners: MotionRunners, clip: PreparedClip) -> dict:
     out: dict = {}
     for name, box_of in (("face", face_box), ("mouth", mouth_box)):
         scores = {"reenacted": [], "held_still": []}
-        for k, frame in enumerate(scaled):
+        for k, frame in enumerate(scaled[1:], start=1):  # frame 0 is the photo itself: equal for both
             b = box_of(landmarks[k, :, :2], frame.shape)
             target = crop(frame, b)
             for key, image in (("reenacted", rendered[k]), ("held_still", picture.image)):

@@ -1,4 +1,4 @@
-"""`livehead train vae|stage1|stage2|distill`: the embedded model's training stages (resumable)."""
+"""`livehead train vae|stage1|stage2|distill|motion`: the embedded models' training stages (resumable)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,25 @@ import argparse
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.runners import resolve_device
 from livehead.engine.training.distill import distill
+from livehead.engine.training.motion import train_motion
 from livehead.engine.training.options import TrainOptions, options_from
 from livehead.engine.training.train import train_stage
 from livehead.engine.training.vae import train_vae
 from livehead.server.cli.common import raise_input
 
-TRAIN_STAGES = ("vae", "stage1", "stage2", "distill")
+TRAIN_STAGES = ("vae", "stage1", "stage2", "distill", "motion")
 
 
 def add_parser(sub) -> None:
-    """`livehead train vae|stage1|stage2|distill`: the embedded model's training stages (engine/train.py)."""
-    t = sub.add_parser("train", help="train the embedded model: vae, stage1, stage2, distill (resumable)")
-    t.add_argument("stage", choices=TRAIN_STAGES, help="vae, stage1 (image), stage2 (video + audio), distill")
+    """`livehead train ...`: the pixel model's stages (engine/training/train.py) and the motion generator's."""
+    t = sub.add_parser("train", help="train the embedded models: vae, stage1, stage2, distill (pixel tiny) or "
+                       "motion (the motion tier's generator); resumable")
+    t.add_argument("stage", choices=TRAIN_STAGES, help="vae, stage1 (image), stage2 (video + audio), distill, "
+                   "motion (the motion generator: GRID-style videos with audio; held-out clips are skipped)")
     t.add_argument("--data", action="append", required=True, metavar="DIR",
                    help="folder of videos with audio (GRID .mpg, synthetic_talker .mp4) or prepared clips; repeatable")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, weights/")
-    t.add_argument("--preset", default="tiny")
+    t.add_argument("--preset", default=None, help="default: motion for the motion stage, else tiny")
     t.add_argument("--init", default=None, help="weights folder to start from (the previous stage's OUT/weights)")
     t.add_argument("--whisper", default=None, help="pretrained Whisper-tiny weights for the (frozen) audio encoder")
     t.add_argument("--cache", default=None, help="cropped clips and latent cache (default: OUT/../cache)")
@@ -47,7 +50,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = ModelConfig.from_name(args.preset)
+    cfg = ModelConfig.from_name(args.preset or ("motion" if args.stage == "motion" else "tiny"))
     try:
         mix = tuple(float(x) for x in args.mix.split(",")) if args.mix else None
     except ValueError:
@@ -55,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
     opts = options_from(args, progress=not args.quiet, mix=mix)
     run = dict(init=args.init, whisper=args.whisper, cache=args.cache, device=resolve_device(args.device),
                resume=args.resume)
+    if args.stage == "motion":
+        weights = train_motion(cfg, args.data, args.out, opts, **run)
+        print(f"wrote {weights} (motion generator); try it: livehead animate --weights {weights}; evaluate it: "
+              f"livehead eval --weights {weights} --data DIR")
+        return 0
     if args.stage == "vae":
         train = train_vae
     elif args.stage == "distill":
