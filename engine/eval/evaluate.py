@@ -499,12 +499,17 @@ def evaluate_clips(clips: list[ClipSource], size: int, generate: Callable[[Prepa
                                 series=series, silence_frames=quiet, mask=clip.mask)
         results.append({"clip": source.name, "kind": source.kind, **metrics})
     return {
-        "thresholds": {"mouth_closed": MOUTH_CLOSED, "same_person_distance": SAME_PERSON_DISTANCE,
-                       "silence_margin_frames": SILENCE_MARGIN, "criteria": CRITERIA},
+        "thresholds": thresholds(CRITERIA),
         "summary": aggregate(results),
         "clips": results,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def thresholds(criteria: dict) -> dict:
+    """The thresholds every evaluation result records, with the pass criteria it applied."""
+    return {"mouth_closed": MOUTH_CLOSED, "same_person_distance": SAME_PERSON_DISTANCE,
+            "silence_margin_frames": SILENCE_MARGIN, "criteria": criteria}
 
 
 def shift_frames(frames: list[np.ndarray], shift: int) -> list[np.ndarray]:

@@ -16,16 +16,13 @@ Per clip (photo = the clip's first frame, whole; audio = the clip's own speech):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from livehead.engine.common.constants import SAMPLE_RATE
 from livehead.engine.eval.evaluate import (
-    MOUTH_CLOSED,
-    SAME_PERSON_DISTANCE,
-    SILENCE_MARGIN,
     ClipSource,
     PreparedClip,
     aggregate,
@@ -33,6 +30,7 @@ from livehead.engine.eval.evaluate import (
     evaluate_pair,
     generate_frames,
     prepare_clip,
+    thresholds,
 )
 from livehead.engine.eval.image_metrics import crop, face_box, mouth_box, psnr, ssim
 from livehead.engine.motion.tracker import track_frames
@@ -98,14 +96,12 @@ def self_reenactment(runners: MotionRunners, clip: PreparedClip) -> dict:
 
 
 def _resize(frame: np.ndarray, w: int, h: int) -> np.ndarray:
-    import cv2  # OpenCV comes with mediapipe; only frames of another size than the photo need it
-
     return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def evaluate_motion_clips(clips: list[ClipSource], runners: MotionRunners, size: int = EVAL_SIZE,
                           identity_stride: int = 2, seed: int = 0, progress: bool = True,
-                          reenact: bool = True, on_clip: Callable[[dict], None] | None = None) -> dict:
+                          reenact: bool = True) -> dict:
     """Evaluate the motion tier on every clip (see the module doc); returns the JSON-ready result."""
     t0 = time.perf_counter()
     prepared = [prepare_clip(source, size) for source in clips]
@@ -128,11 +124,8 @@ def evaluate_motion_clips(clips: list[ClipSource], runners: MotionRunners, size:
         if reenact and clip.full_frames is not None:
             row["reenactment"] = self_reenactment(runners, clip)
         results.append(row)
-        if on_clip is not None:
-            on_clip(row)
     return {
-        "thresholds": {"mouth_closed": MOUTH_CLOSED, "same_person_distance": SAME_PERSON_DISTANCE,
-                       "silence_margin_frames": SILENCE_MARGIN, "criteria": MOTION_CRITERIA},
+        "thresholds": thresholds(MOTION_CRITERIA),
         "summary": motion_summary(results),
         "clips": results,
         "seconds": round(time.perf_counter() - t0, 1),

@@ -128,6 +128,3 @@ def x0_to_v(x0: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> tor
     a = alpha_bar.to(x0.dtype)[:, None, None]
     return (a.sqrt() * x_t - x0) / (1.0 - a).clamp_min(1e-8).sqrt()
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
