@@ -7,12 +7,17 @@
 What each `Runners` call means here ("latents" are normalised motion vectors [.., D, .., 1, 1]):
 
     audio_stack      Whisper-tiny, as for the pixel models
-    encode_image     → the neutral motion (the photo as it is), the first clip's motion prefix
+    encode_image     → the neutral motion (the avatar at rest), the first clip's motion prefix
     face_features    → the avatar's neutral-shape code [1, S, 1, 1] (`MotionAvatar.shape`)
     reference_kv     → () (the generator has no reference bank)
     denoise          → the generator's v, plus blinks and idle head motion drawn from the window's noise
     decode           → the avatar's photo moved to each frame's motion, its mouth refined by the learned
                        mouth refiner (`engine.model.mouth_refiner`): frames [N, 3, H, W] in [0, 1]
+
+Generated motion is relative to the avatar's rest shape (`engine.motion.shape.rest_landmarks`): the photo
+with its lips closed, as the generator's training motion was measured from each clip's silent, closed-lip
+frame. A photo with parted lips (a smile showing teeth) therefore closes its mouth in silence; a photo with
+closed lips is its own rest, so a zero motion gives the photo back.
 
 `expression` scales the face's expression and `head_motion` the idle head motion (user controls).
 """
@@ -35,19 +40,20 @@ from livehead.engine.model.mouth_refiner import (
     refine_frame,
 )
 from livehead.engine.motion.renderer import PhotoRenderer
-from livehead.engine.motion.shape import shape_code
+from livehead.engine.motion.shape import rest_landmarks, shape_code
 from livehead.engine.motion.space import MotionSpace, default_motion_space
 from livehead.engine.motion.tracker import detect
 
 
 @dataclass
 class MotionAvatar:
-    """Per-photo constants of the motion tier: its renderer (neutral landmarks, warp, mouth layer) and its
-    neutral-shape code [1, S, 1, 1]. It is the `decoder_reference` of the photo's `Avatar`."""
+    """Per-photo constants of the motion tier: its renderer (neutral landmarks, warp, mouth layer), its rest
+    shape and its neutral-shape code [1, S, 1, 1]. It is the `decoder_reference` of the photo's `Avatar`."""
 
     renderer: PhotoRenderer
     shape: torch.Tensor
     mouth_crop: np.ndarray  # uint8 [S, S, 3] the photo's own mouth, what the mouth refiner reads
+    rest: np.ndarray  # float64 [478, 2] the photo's face with closed lips: generated motion is decoded onto it
 
     @property
     def neutral(self) -> np.ndarray:
@@ -87,10 +93,10 @@ class MotionRunners:
         """image uint8 [H, W, 3] (already at the output size) → its rig. landmarks [478, 2] if known."""
         neutral = detect(image) if landmarks is None else landmarks
         renderer = PhotoRenderer(image, neutral, max_side=max(image.shape[:2]))
-        shape = torch.as_tensor(shape_code(self.space, renderer.neutral, self.cfg.motion.shape_dim),
-                                dtype=torch.float32)
+        rest = rest_landmarks(self.space, renderer.neutral)
+        shape = torch.as_tensor(shape_code(self.space, rest, self.cfg.motion.shape_dim), dtype=torch.float32)
         crop = neutral_mouth_crop(renderer.image, renderer.neutral, MouthRefinerConfig.size)
-        return MotionAvatar(renderer=renderer, shape=shape.reshape(1, -1, 1, 1), mouth_crop=crop)
+        return MotionAvatar(renderer=renderer, shape=shape.reshape(1, -1, 1, 1), mouth_crop=crop, rest=rest)
 
     # ---- Runners -----------------------------------------------------------------------------------
     def neutral_latent(self) -> torch.Tensor:
@@ -130,7 +136,7 @@ class MotionRunners:
             raise ValueError("the motion tier decodes onto an avatar's photo: pass its MotionAvatar")
         motion = self.denormalise(latents[:, :, 0, 0].float().cpu()).numpy().astype(np.float64)
         motion[:, :self.space.k] *= self.expression
-        moved = self.space.decode(motion, reference.neutral)
+        moved = self.space.decode(motion, reference.rest)
         frames = np.stack([refine_frame(self.refiner, reference.renderer.render(m), m, reference.mouth_crop,
                                         reference.neutral) for m in moved])
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
