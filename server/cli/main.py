@@ -3,6 +3,8 @@
     livehead animate [--image PHOTO] [--audio AUDIO] [--out OUT.mp4] [--preset tiny] [--weights DIR]
                      [--steps N] [--seed S] [--device auto|cpu|cuda] [--schedule stream|offline]
                      [--no-crop] [--quiet]
+    livehead reenact --image PHOTO [--image PHOTO2 ...] --video DRIVING [--out OUT.mp4] [--neutral-frame N]
+                     [--relative | --absolute] [--smoothing 0..1] [--size PX] [--quiet]
     livehead parity --fixtures DIR [--json OUT]
     livehead weights manifest --preset NAME
     livehead weights download echomimic-v1-acc|echomimic-v1 [--dir DIR] [--quiet]
@@ -27,11 +29,11 @@ import os
 import sys
 
 from livehead.engine.common.errors import InputError
-from livehead.server.cli import animate, bench, evaluate, export, live, parity, serve, train, weights
+from livehead.server.cli import animate, bench, evaluate, export, live, parity, reenact, serve, train, weights
 
 EXIT_BAD_INPUT = 2
-COMMANDS = {"animate": animate, "parity": parity, "export": export, "bench": bench, "eval": evaluate,
-            "weights": weights, "live": live, "serve": serve, "train": train}
+COMMANDS = {"animate": animate, "reenact": reenact, "parity": parity, "export": export, "bench": bench,
+            "eval": evaluate, "weights": weights, "live": live, "serve": serve, "train": train}
 
 
 def _parser() -> argparse.ArgumentParser:
