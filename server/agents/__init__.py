@@ -1,0 +1,1 @@
+"""Adapters for voice-agent frameworks (Pipecat, LiveKit Agents) around one `Session`; imports the engine only."""
