@@ -29,11 +29,11 @@ aiohttp = pytest.importorskip("aiohttp")
 import torch
 from aiohttp import web
 
+from livehead.client import LoopbackClient, av_offset, match_stamps, received_fps
 from livehead.engine.media.audio_video import load_audio
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.runners import TorchRunners
 from livehead.engine.weights.loading import load_model
-from livehead.server.client.client import LoopbackClient, av_offset, match_stamps, received_fps
 from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
 
 FPS = 25

@@ -11,10 +11,10 @@ pytest.importorskip("aiortc", reason="the server tests need the 'server' extra: 
 
 import torch
 
+from livehead.client import LoopbackClient, av_offset, received_fps
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.runners import torch_runners
 from livehead.engine.weights.loading import load_model
-from livehead.server.client.client import LoopbackClient, av_offset, received_fps
 from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
 from tests.server.webrtc.test_server import FPS, LoopThread, _start, speech_48k
 
