@@ -29,11 +29,24 @@ import os
 import sys
 
 from livehead.engine.common.errors import InputError
-from livehead.server.cli import animate, bench, evaluate, export, live, parity, reenact, serve, train, weights
+from livehead.server.cli import (
+    animate,
+    bench,
+    evaluate,
+    export,
+    live,
+    livekit_worker,
+    parity,
+    reenact,
+    serve,
+    train,
+    weights,
+)
 
 EXIT_BAD_INPUT = 2
 COMMANDS = {"animate": animate, "reenact": reenact, "parity": parity, "export": export, "bench": bench,
-            "eval": evaluate, "weights": weights, "live": live, "serve": serve, "train": train}
+            "eval": evaluate, "weights": weights, "live": live, "serve": serve, "train": train,
+            "livekit-worker": livekit_worker}
 
 
 def _parser() -> argparse.ArgumentParser:
