@@ -126,7 +126,8 @@ def motion_graph_specs(cfg: ModelConfig, model: MotionModel, batch: int = 1) -> 
     """The motion tier's learned parts: Whisper-tiny and the motion generator (the renderer is not learned).
 
     motion_generator: sample [B, D, W, 1, 1], timestep [B], audio_tokens [B, W, Ta, Ca], shape [B, S, 1, 1]
-    → v [B, D, W, 1, 1]; W is fixed to the preset's window (the prefix length is part of the graph)."""
+    → v [B, D, W, 1, 1]; the motion prefix length is part of the graph, the window W = prefix + new frames
+    is a dynamic axis, so one export serves any `StreamConfig.clip_frames`."""
     a, m, w = cfg.audio, cfg.motion, cfg.stream.window_frames
     gen = torch.Generator().manual_seed(0)
 
@@ -140,8 +141,8 @@ def motion_graph_specs(cfg: ModelConfig, model: MotionModel, batch: int = 1) -> 
                   (rand(batch, m.motion_dim, w, 1, 1), torch.full((batch,), 999, dtype=torch.int64),
                    rand(batch, w, a.tokens_per_frame, a.n_state), rand(batch, m.shape_dim, 1, 1)),
                   ["sample", "timestep", "audio_tokens", "shape"], ["v"],
-                  {"sample": {0: "batch"}, "timestep": {0: "batch"}, "audio_tokens": {0: "batch"},
-                   "shape": {0: "batch"}, "v": {0: "batch"}}),
+                  {"sample": {0: "batch", 2: "window"}, "timestep": {0: "batch"},
+                   "audio_tokens": {0: "batch", 1: "window"}, "shape": {0: "batch"}, "v": {0: "batch", 2: "window"}}),
     ]
 
 

@@ -27,6 +27,7 @@ from livehead.export.graphs import graph_specs
 PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2  # stay clear of protobuf's 2 GB message limit
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 MANIFEST = "manifest.json"
+EXPORT_FORMAT = 2  # bumped when the graphs' interface changes (2: the motion generator's window is dynamic)
 
 
 def sha256_of(path: Path) -> str:
@@ -99,7 +100,8 @@ def export_preset(cfg: ModelConfig, model: AvatarModel | MotionModel, out_dir: P
     specs = [s for s in graph_specs(cfg, model.float(), latent_hw=latent_hw) if not components or s.name in components]
     model.to(dtype)
     # the noise these weights sample with (`SamplerConfig.reference_mix`): runners built from the folder use it
-    manifest = {"preset": cfg.name, "opset": opset, "precision": precision, "torch": torch.__version__,
+    manifest = {"preset": cfg.name, "format": EXPORT_FORMAT, "opset": opset, "precision": precision,
+                "torch": torch.__version__,
                 "onnx": onnx.__version__, "weights": weights_id, "reference_mix": model.cfg.sampler.reference_mix,
                 "components": {}}
     if cfg.motion is not None:  # the latent space of the motion tier: z = (motion - mean) / std

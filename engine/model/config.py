@@ -141,6 +141,10 @@ class StreamConfig:
     motion_frames: int = 3
     max_pending_frames: int = 250  # bound of the session's frame queue (10 s at 25 fps)
     prefix_timestep_cap: int | None = None
+    # Audio look-ahead: seconds of audio past the start of a clip's last new frame that the clip waits for;
+    # later samples of the encoder's window read as silence. None: the audio config's whole token span
+    # ((tokens_after + 1) x 20 ms, 120 ms for Whisper's 4 + 1 + 5 positions).
+    lookahead_s: float | None = None
 
     def prefix_timestep(self, t):
         """Noise level of the motion prefix while denoising at timestep t (an int or a tensor of them)."""
@@ -152,6 +156,12 @@ class StreamConfig:
     @property
     def window_frames(self) -> int:
         return self.motion_frames + self.clip_frames
+
+    def __post_init__(self):
+        if self.clip_frames < 1 or self.motion_frames < 0 or self.fps < 1:
+            raise ValueError(f"stream needs clip_frames >= 1, motion_frames >= 0, fps >= 1, got {self}")
+        if self.lookahead_s is not None and not 0.0 <= self.lookahead_s <= 1.0:
+            raise ValueError(f"lookahead_s must be between 0 and 1 s (or None), got {self.lookahead_s}")
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,12 @@ def session_audio_tokens(audio_stack: Callable[[torch.Tensor], torch.Tensor], cf
         window_first = first_new - s.motion_frames  # the clip's window: its motion prefix, then its new frames
         first, count = max(window_first, 0), s.window_frames - max(-window_first, 0)
         a, b = features.required_span(first, count, s.fps)
+        if s.lookahead_s is not None:  # past the look-ahead the session reads silence
+            b_read = min(b, (first + count - 1) * rate // s.fps + round(s.lookahead_s * rate))
+        else:
+            b_read = b
         window = np.zeros(b - a, np.float32)
-        lo, hi = max(a, 0), min(b, len(padded))
+        lo, hi = max(a, 0), min(b_read, len(padded))
         if hi > lo:
             window[lo - a:hi - a] = padded[lo:hi]
         out.append(features.tokens_for_frames(window, a, first, count, s.fps)[-s.clip_frames:].float().cpu())

@@ -269,9 +269,23 @@ class Session:
         """True when the next clip's audio (with look-ahead) is in, or the ended stream has frames left."""
         if self.total_frames is not None:
             return self.next_clip * self.cfg.stream.clip_frames < self.total_frames
-        first, count = self.clip_audio_frames(self.next_clip)
-        _, end = self.features.required_span(first, count, self.cfg.stream.fps)
-        return end <= self.ring.end
+        return self.audio_needed(self.next_clip) <= self.ring.end
+
+    def audio_span(self, clip: int) -> tuple[int, int, int]:
+        """Samples (start, end, needed) of the clip's encoder window: [start, end) is what the encoder reads,
+        `needed` ≤ end the look-ahead limit (`StreamConfig.lookahead_s`): samples from it on read as silence,
+        so the clip is ready once `needed` samples are in."""
+        s = self.cfg.stream
+        first, count = self.clip_audio_frames(clip)
+        start, end = self.features.required_span(first, count, s.fps)
+        if s.lookahead_s is None:
+            return start, end, end
+        last = self._frame_sample(first + count - 1)
+        return start, end, min(end, last + round(s.lookahead_s * self.sample_rate))
+
+    def audio_needed(self, clip: int) -> int:
+        """The sample count the stream must reach before `clip` can be generated."""
+        return self.audio_span(clip)[2]
 
     def clip_audio_frames(self, clip: int) -> tuple[int, int]:
         """Frames whose audio tokens are computed for the clip: the window minus frames before 0."""
@@ -296,8 +310,10 @@ class Session:
                 return None
             s, k = self.cfg.stream, self.next_clip
             first, count = self.clip_audio_frames(k)
-            a, b = self.features.required_span(first, count, s.fps)
-            tokens = self.features.tokens_for_frames(self.ring.read(a, b), a, first, count, s.fps)
+            a, b, needed = self.audio_span(k)
+            audio = self.ring.read(a, b)
+            audio[max(needed - a, 0):] = 0.0  # past the look-ahead: silence, whatever has arrived
+            tokens = self.features.tokens_for_frames(audio, a, first, count, s.fps)
             self.ring.forget_before(a)
             self.in_flight = True
             epoch = self.epoch

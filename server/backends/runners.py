@@ -16,7 +16,7 @@ from livehead.engine.common.errors import InputError
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.runners import resolve_device, torch_runners
 from livehead.engine.weights.loading import load_model, seeded_note, weights_identity, weights_label
-from livehead.export.onnx_export import MANIFEST, export_preset
+from livehead.export.onnx_export import EXPORT_FORMAT, MANIFEST, export_preset
 from livehead.export.ort_runners import OrtRunners
 from livehead.export.tensorrt import TrtRunners
 
@@ -43,16 +43,20 @@ def ensure_exported(cfg: ModelConfig, weights: str | None, exported: Path, progr
     path = exported / MANIFEST
     if path.is_file():
         try:
-            found = json.loads(path.read_text()).get("weights")
+            manifest = json.loads(path.read_text())
+            found, fmt = manifest.get("weights"), manifest.get("format")
         except (json.JSONDecodeError, AttributeError):
-            found = "unreadable"
-        if found == wanted:
+            found, fmt = "unreadable", None
+        if found == wanted and fmt == EXPORT_FORMAT:
             return exported
-        if exported != default_export_dir(cfg):
+        if found == wanted:  # the same weights in an older graph format: redone in place
+            print(f"livehead: note: {exported} holds an older export format; exporting again", file=sys.stderr)
+        elif exported != default_export_dir(cfg):
             raise InputError(f"{exported} holds an ONNX export of other weights than those asked for "
                              f"({weights_label(cfg, weights)}); re-export it with `livehead export --out {exported}"
                              f"{'' if weights is None else ' --weights ' + str(weights)}` or choose another --exported")
-        print(f"livehead: note: {exported} was exported from other weights; exporting again", file=sys.stderr)
+        else:
+            print(f"livehead: note: {exported} was exported from other weights; exporting again", file=sys.stderr)
     else:
         print(f"livehead: note: exporting preset {cfg.name} to ONNX in {exported} (once)", file=sys.stderr)
     export_preset(cfg, load_model(cfg, weights), exported, progress=progress, weights_id=wanted)
