@@ -10,7 +10,8 @@ What each `Runners` call means here ("latents" are normalised motion vectors [..
     encode_image     → the neutral motion (the avatar at rest), the first clip's motion prefix
     face_features    → the avatar's neutral-shape code [1, S, 1, 1] (`MotionAvatar.shape`)
     reference_kv     → () (the generator has no reference bank)
-    denoise          → the generator's v, plus blinks and idle head motion drawn from the window's noise
+    denoise          → the generator's v, its expression gated towards the rest by voice activity (below),
+                       plus blinks and idle head motion drawn from the window's noise
     decode           → the avatar's photo moved to each frame's motion, its mouth refined by the learned
                        mouth refiner (`engine.model.mouth_refiner`): frames [N, 3, H, W] in [0, 1]
 
@@ -18,6 +19,12 @@ Generated motion is relative to the avatar's rest shape (`engine.motion.shape.re
 with its lips closed, as the generator's training motion was measured from each clip's silent, closed-lip
 frame. A photo with parted lips (a smile showing teeth) therefore closes its mouth in silence; a photo with
 closed lips is its own rest, so a zero motion gives the photo back.
+
+In silence the face rests: a voice-activity probe (`engine.model.voice_activity`) reads the window's audio tokens,
+and its gate (immediate attack, held then released over the last frames, computed from the window alone, so no
+state is kept between windows) scales the new frames' expression towards zero, half-way at its shipped depth
+(`VoiceGateConfig.depth`). Without it the generator may keep
+an unheard voice's lips apart through a long silence.
 
 `expression` scales the face's expression and `head_motion` the idle head motion (user controls).
 """
@@ -39,6 +46,7 @@ from livehead.engine.model.mouth_refiner import (
     neutral_mouth_crop,
     refine_frame,
 )
+from livehead.engine.model.voice_activity import VoiceActivityProbe, load_voice_probe, voice_gate
 from livehead.engine.motion.renderer import PhotoRenderer
 from livehead.engine.motion.shape import rest_landmarks, shape_code
 from livehead.engine.motion.space import MotionSpace, default_motion_space
@@ -62,14 +70,17 @@ class MotionAvatar:
 
 class MotionRunners:
     """The motion tier's `Runners` around a generator backend: subclasses give `audio_stack` and `generator_v`
-    (eager torch: `TorchMotionRunners`; ONNX Runtime: `livehead.export.ort_runners.OrtMotionRunners`)."""
+    (eager torch: `TorchMotionRunners`; ONNX Runtime: `livehead.export.ort_runners.OrtMotionRunners`).
+    voice_probe: "shipped" (the probe in engine/assets/motion, if present), a probe, or None (no gate)."""
 
     def __init__(self, cfg: ModelConfig, motion_mean: torch.Tensor, motion_std: torch.Tensor,
                  space: MotionSpace | None = None, expression: float = 1.0, head_motion: float = 1.0,
-                 refiner: MouthRefiner | str | None = "shipped"):
+                 refiner: MouthRefiner | str | None = "shipped",
+                 voice_probe: VoiceActivityProbe | str | None = "shipped"):
         self.cfg = cfg
         self.space = space or default_motion_space()
         self.refiner = load_mouth_refiner() if isinstance(refiner, str) else refiner
+        self.voice_probe = load_voice_probe() if isinstance(voice_probe, str) else voice_probe
         self.motion_mean = motion_mean.detach().float().cpu()
         self.motion_std = motion_std.detach().float().cpu()
         self.expression = float(expression)
@@ -121,14 +132,25 @@ class MotionRunners:
         n, k = self.cfg.stream.motion_frames, self.space.k
         x0 = -v[..., 0, 0].transpose(1, 2)  # [B, W, D]: at ᾱ = 0 the sampler's x0 is -v
         window = sample[..., 0, 0].transpose(1, 2).float().cpu()
+        gate = self.voice_gate(audio, n)
         out = []
         for b in range(x0.shape[0]):
             predicted = self.denormalise(x0[b])
             motion = torch.cat([self.denormalise(window[b, :n]), predicted[n:]])
+            if gate is not None:
+                motion[n:, :k] = motion[n:, :k] * gate[b, :, None]
             motion = add_blinks(motion, window[b, :, k], n, self.cfg.stream.fps, k)
             motion = add_idle_pose(motion, predicted, window[b, :, -4:], n, self.head_motion)
             out.append(self.normalise(motion))
         return -torch.stack(out).transpose(1, 2)[..., None, None]
+
+    def voice_gate(self, audio: torch.Tensor, known: int) -> torch.Tensor | None:
+        """audio tokens [B, W, Ta, Ca] → the new frames' expression scale [B, W - known] in [1 - depth, 1], or None
+        without a probe (or with a motion prefix too short for the gate's release)."""
+        probe = self.voice_probe
+        if probe is None or known < probe.cfg.hold:
+            return None
+        return voice_gate(probe.probability(audio.float().cpu()), known, probe.cfg)
 
     def decode(self, latents: torch.Tensor, reference: MotionAvatar | None = None) -> torch.Tensor:
         """latents [N, D, 1, 1] → frames [N, 3, H, W] in [0, 1]: the avatar's photo moved to each motion."""
@@ -146,9 +168,11 @@ class TorchMotionRunners(MotionRunners):
     """Eager PyTorch runner of a `MotionModel` (generator + Whisper-tiny) plus the photo renderer."""
 
     def __init__(self, model: MotionModel, space: MotionSpace | None = None, expression: float = 1.0,
-                 head_motion: float = 1.0, refiner: MouthRefiner | str | None = "shipped"):
+                 head_motion: float = 1.0, refiner: MouthRefiner | str | None = "shipped",
+                 voice_probe: VoiceActivityProbe | str | None = "shipped"):
         gen = model.generator
-        super().__init__(model.cfg, gen.motion_mean, gen.motion_std, space, expression, head_motion, refiner)
+        super().__init__(model.cfg, gen.motion_mean, gen.motion_std, space, expression, head_motion, refiner,
+                         voice_probe)
         self.model = model
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
