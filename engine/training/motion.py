@@ -70,6 +70,7 @@ benchmarks/results/motion_generator_heldout.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -718,6 +719,17 @@ def cross_validated_gain(cfg: ModelConfig, clips: Sequence[MotionClip], space: M
     return gain, {"folds": groups, "gain": round(gain, 4), "out_of_fold": figures}
 
 
+TRAIN_CLIP_FRAMES = 5  # new frames per training window (after the preset's motion frames)
+
+
+def training_schedule(cfg: ModelConfig) -> ModelConfig:
+    """The window schedule the generator learns on: `motion_frames` known + TRAIN_CLIP_FRAMES new frames, with
+    the audio's whole look-ahead. Live sessions step it in smaller chunks with a shorter look-ahead
+    (`StreamConfig`): the window positions are shared, so any chunk up to 5 frames reuses what was learned."""
+    return dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, clip_frames=TRAIN_CLIP_FRAMES,
+                                                               lookahead_s=None))
+
+
 def train_motion(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOptions, init: str | Path | None = None,
                  whisper: str | Path | None = None, cache: str | Path | None = None,
                  device: torch.device | str = "cpu", resume: bool = False, augment: int = AUGMENT,
@@ -730,6 +742,7 @@ def train_motion(cfg: ModelConfig, data_dirs, out: str | Path, opts: TrainOption
     opts.check()
     if cfg.motion is None:
         raise InputError(f"preset {cfg.name} has no motion generator: train the motion stage with --preset motion")
+    cfg = training_schedule(cfg)
     out = run_dir(out)
     cache = Path(cache) if cache is not None else out.parent / "cache"
     space_path = Path(space) if space is not None else default_space_path(cfg)
