@@ -65,6 +65,7 @@ WINDOW_AXES = (0.46, 0.44)  # the blend ellipse's semi-axes (x, y) as fractions 
 WINDOW_FLAT = 0.7  # the blend window is 1 up to this fraction of the ellipse, then falls smoothly to 0
 GATE_RAMP = (0.004, 0.03)  # |mouth opening - the neutral's| (IOD) over which the refinement fades in, as the
 # renderer's mouth layer does (engine.motion.mouth.ALPHA_RAMP): at zero motion the photo comes back unchanged
+MIN_REFINE_SIDE = 40  # px: a smaller mouth crop in the output (a small output size) is left unrefined
 MASK_FEATHER = 1.0  # px at the crop size: Gaussian sigma of the inner-lip mask's soft edge
 OUTER_LIPS = np.array(LIP_OUTER_UPPER + LIP_OUTER_LOWER)
 INNER_LIP_POLYGON = np.array(LIP_INNER_UPPER + LIP_INNER_LOWER[::-1])
@@ -220,6 +221,8 @@ def refine_frame(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmark
         return frame
     box = mouth_crop_box(moved_landmarks, frame.shape, size)
     x0, y0, x1, y1 = box
+    if x1 - x0 < MIN_REFINE_SIDE:  # a mouth this small: the refiner's detail would be resampled away
+        return frame
     delta = refine_crop(refiner, resize_crop(frame, box, size), neutral_crop,
                         inner_lip_mask(moved_landmarks, box, size), strength)
     side = x1 - x0

@@ -15,6 +15,7 @@ import torch
 from livehead.engine.model.mouth_refiner import (
     DEFAULT_PATH,
     INNER_LIP_POLYGON,
+    MIN_REFINE_SIDE,
     OUTER_LIPS,
     MouthRefiner,
     MouthRefinerConfig,
@@ -127,6 +128,15 @@ def test_refine_frame_changes_only_pixels_inside_the_mouth_box():
     assert refine_frame(None, frame, lm, neutral) is frame
     with pytest.raises(ValueError, match="neutral mouth crop"):
         refine_frame(_perturbed(), frame, lm, neutral[:-1])
+
+
+def test_a_mouth_too_small_to_refine_is_left_as_rendered():
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    small = _face(width=16.0, centre=(64.0, 60.0), gap=4.0)  # a 128 px output: the crop is under MIN_REFINE_SIDE
+    x0, _, x1, _ = mouth_crop_box(small, frame.shape)
+    assert x1 - x0 < MIN_REFINE_SIDE
+    assert refine_frame(_perturbed(), frame, small, neutral_mouth_crop(frame, small)) is frame
 
 
 def test_at_the_photos_own_mouth_opening_nothing_changes():
