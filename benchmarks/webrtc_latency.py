@@ -1,10 +1,11 @@
 """Live server over a loopback WebRTC connection: mouth-to-screen latency, first-frame delay, sustained fps.
 
-    python benchmarks/webrtc_latency.py [--preset tiny] [--sessions 1 2 4] [--seconds 10] [--threads N]
-                                        [--latency S] [--out benchmarks/results/webrtc_latency.json]
+    python benchmarks/webrtc_latency.py [--preset motion] [--runs 1@512 4@256] [--seconds 10] [--threads N]
+                                        [--backend torch] [--latency S] [--out benchmarks/results/webrtc_latency.json]
 
 The aiohttp + aiortc server (server/app.py, same defaults as `livehead serve`) and N headless aiortc
-clients (server/client.py) run in this process on 127.0.0.1, for 1, 2 and 4 concurrent sessions. Each
+clients (server/client.py) run in this process on 127.0.0.1; each run `N@SIZE` is N concurrent sessions with
+the server's output at SIZE px (`livehead serve --size SIZE`; the bundled portrait, upsampled). Each
 client sends, as its microphone, silence with a 150 ms tone burst every 0.8-1.4 s, and receives the
 avatar's video and the delayed audio. All times are `time.monotonic()`; media are timed when their RTP
 packets arrive (see server/client.py for why and for the A/V-offset method).
@@ -19,6 +20,8 @@ Figures per session count:
   packets and not decoded, to leave the CPU to the server), generated frames shown per
   second (`fresh_fps`: the model's sustained rate per session, ≤ 25) and the share of repeated ticks;
 - A/V offset: video delay − audio delay of the frames generated for the audio (positive: picture late).
+Each run's `pass` holds the live-latency targets: mouth-to-screen median ≤ 300 ms and p95 ≤ 400 ms (one
+session), first frame ≤ 400 ms, every session ≥ 24 fresh frames/s and within 10 % of the others, |A/V| ≤ 40 ms.
 """
 
 from __future__ import annotations
@@ -40,9 +43,8 @@ from aiohttp import web
 
 from livehead.engine.eval.bench import cpu_name
 from livehead.engine.model.config import ModelConfig
-from livehead.engine.runtime.runners import TorchRunners
-from livehead.engine.weights.loading import load_model
-from livehead.server.cli.serve import default_threads
+from livehead.server.backends.runners import live_backend, make_runners
+from livehead.server.cli.serve import default_threads, with_output_size
 from livehead.server.client.client import RATE, LoopbackClient, av_offset, match_stamps, received_fps
 from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
 from livehead.server.webrtc.pacing import source_wall_time
@@ -150,16 +152,32 @@ async def run_sessions(base: str, server, n: int, seconds: float) -> dict:
     await asyncio.sleep(0.5)
     flat = lambda key: [x for p in per for x in p[key]]
     med = lambda xs: round(float(np.median(xs)), 4) if len(xs) else None
+    p95 = lambda xs: round(float(np.percentile(xs, 95)), 4) if len(xs) else None
+    fresh = [p["fresh_fps"] for p in per]
+    screen = flat("mouth_to_screen_s")
+    checks = {
+        "fresh_fps_min_24": min(fresh) >= 24,
+        "fresh_fps_within_10pct": (max(fresh) - min(fresh)) <= 0.1 * max(fresh) if max(fresh) > 0 else False,
+        "first_frame_400ms": max(p["first_frame_delay_s"] for p in per) <= 0.4,
+        "av_offset_40ms": all(abs(p["av_offset_s"]) <= 0.04 for p in per if np.isfinite(p["av_offset_s"])),
+    }
+    if n == 1:
+        checks["mouth_to_screen_median_300ms"] = bool(screen) and float(np.median(screen)) <= 0.3
+        checks["mouth_to_screen_p95_400ms"] = bool(screen) and float(np.percentile(screen, 95)) <= 0.4
     return {
         "sessions": n,
+        "image_size": server.cfg.stream.image_size,
+        "pass": checks,
+        "latency_changes": [m.latency_changes for m in medias],
         "latency_s": [round(p["latency_s"], 3) for p in per],
         "received_fps_min": round(min(p["received_fps"] for p in per), 2),
         "fresh_fps_per_session": [round(p["fresh_fps"], 2) for p in per],
         "fresh_fps_total": round(sum(p["fresh_fps"] for p in per), 2),
         "repeat_share": [round(p["repeat_share"], 3) for p in per],
         "first_frame_delay_s": [round(p["first_frame_delay_s"], 3) for p in per],
-        "mouth_to_screen_median_s": med(flat("mouth_to_screen_s")),
-        "mouth_to_screen_s": [round(x, 3) for x in flat("mouth_to_screen_s")],
+        "mouth_to_screen_median_s": med(screen),
+        "mouth_to_screen_p95_s": p95(screen),
+        "mouth_to_screen_s": [round(x, 3) for x in screen],
         "mouth_to_ear_median_s": med(flat("mouth_to_ear_s")),
         "av_offset_s": [round(p["av_offset_s"], 4) for p in per],
         "audio_delay_s": [round(p["audio_delay_s"], 4) for p in per],
@@ -181,14 +199,25 @@ def finite(obj):
     return obj
 
 
+def parse_run(spec: str) -> tuple[int, int | None]:
+    """'4@256' → (4 sessions, 256 px); '2' → (2, the preset's size)."""
+    n, _, size = spec.partition("@")
+    return int(n), int(size) if size else None
+
+
 async def main_async(args) -> dict:
-    cfg = ModelConfig.from_name(args.preset)
+    base_cfg = ModelConfig.from_name(args.preset)
     if args.steps:
-        cfg = cfg.with_steps(args.steps)
-    runners = TorchRunners(load_model(cfg, args.weights, device=args.device))
+        base_cfg = base_cfg.with_steps(args.steps)
     results = []
-    for n in args.sessions:
-        app = create_app(runners, ServeConfig(max_sessions=max(args.sessions), latency=args.latency,
+    runs = [parse_run(r) for r in args.runs]
+    for n, size in runs:
+        cfg = with_output_size(base_cfg, size)
+        runners = make_runners(cfg, live_backend(cfg, args.backend, args.device), args.weights, args.device,
+                               progress=False,
+                               controls={} if cfg.motion is None else {"expression": 1.0, "head_motion": 1.0})
+        app = create_app(runners, ServeConfig(max_sessions=max(r[0] for r in runs), latency=args.latency,
+                                              capacity=n if args.admit_all else None,
                                               record_seconds=args.seconds + 30))
         runner = web.AppRunner(app)
         await runner.setup()
@@ -198,21 +227,22 @@ async def main_async(args) -> dict:
         server = app[APP_KEY]
         row = await run_sessions(base, server, n, args.seconds)
         row.update(clip_compute_s=round(server.compute_s, 4), batch_compute_s=round(server.compute_batch_s, 4),
-                   load_average=os.getloadavg()[0])
+                   capacity=server.capacity, load_average=os.getloadavg()[0])
         print(json.dumps(finite(row)), flush=True)
         results.append(row)
         await runner.cleanup()
     return {
         "benchmark": "webrtc_latency",
         "preset": cfg.name,
-        "seeded_weights": cfg.seeded_weights and args.weights is None,
+        "backend": live_backend(cfg, args.backend, args.device),
+        "seeded_weights": cfg.seeded_weights and args.weights is None and cfg.motion is None,
         "device": {"name": cpu_name() if runners.device.type == "cpu" else torch.cuda.get_device_name(runners.device),
                    "type": runners.device.type, "logical_cores": os.cpu_count(),
                    "torch_threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "aiortc": aiortc.__version__,
                      "aiohttp": aiohttp.__version__, "av": av.__version__, "numpy": np.__version__},
         "settings": {"steps": cfg.sampler.steps, "fps": cfg.stream.fps, "clip_frames": cfg.stream.clip_frames,
-                     "image_size": cfg.stream.image_size, "seconds": args.seconds, "latency": args.latency or "auto",
+                     "lookahead_s": cfg.stream.lookahead_s, "seconds": args.seconds, "latency": args.latency or "auto",
                      "burst_every_s": "0.8-1.4", "burst_s": BURST_S, "transport": "loopback, one process"},
         "results": results,
     }
@@ -220,11 +250,14 @@ async def main_async(args) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="tiny")
+    p.add_argument("--preset", default="motion")
+    p.add_argument("--backend", default="auto", help="auto, torch or onnxruntime (as `livehead serve --backend`)")
+    p.add_argument("--runs", nargs="+", default=["1@512", "4@256"], help="N@SIZE: N sessions at SIZE px")
+    p.add_argument("--admit-all", action="store_true", help="admit every session of a run (`serve --capacity N`) "
+                   "instead of refusing those beyond the measured capacity")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
-    p.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     p.add_argument("--latency", type=float, default=None, help="server latency (default: measured at start)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: as `livehead serve`, cores - 1)")

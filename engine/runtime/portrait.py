@@ -34,13 +34,19 @@ def bundled_demo(cfg: ModelConfig, seconds: float | None = None) -> tuple[FaceCr
     given): the clip `livehead animate`, `livehead bench` and the benchmarks run without arguments.
     Returns (picture, pcm float32 [T]). The bundled portrait is 256 px; for the motion tier it is upsampled to the
     preset's output size, the size a phone photo gives, so the demo and `livehead bench` run at that size."""
+    picture = bundled_portrait(cfg)
+    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)
+    if seconds is not None:
+        pcm = pcm[: max(1, int(seconds * cfg.audio.sample_rate))]
+    return picture, pcm
+
+
+def bundled_portrait(cfg: ModelConfig) -> FaceCrop | Photo:
+    """The bundled portrait prepared for cfg (`bundled_demo`'s picture; the live server's default avatar): for
+    the motion tier upsampled from its 256 px to the preset's output size."""
     image = load_image(DEFAULT_IMAGE)
     if cfg.motion is not None and max(image.shape[:2]) < cfg.stream.image_size:
         scale = cfg.stream.image_size / max(image.shape[:2])
         size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
         image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
-    picture = portrait_for(cfg, image)
-    pcm = load_audio(DEFAULT_AUDIO, sample_rate=cfg.audio.sample_rate)
-    if seconds is not None:
-        pcm = pcm[: max(1, int(seconds * cfg.audio.sample_rate))]
-    return picture, pcm
+    return portrait_for(cfg, image)

@@ -1,6 +1,7 @@
 """`livehead serve`: the WebRTC live server (server/webrtc) from the command line.
 
-    livehead serve                                         # http://127.0.0.1:8080, tiny preset, CPU or CUDA
+    livehead serve                                         # http://127.0.0.1:8080, motion preset, CPU or CUDA
+    livehead serve --size 256 --max-sessions 8             # smaller frames: more sessions (capacity measured)
     livehead serve --host 0.0.0.0 --token SECRET           # reachable from other machines: a token is required
     livehead serve --preset echomimic-v1-acc --weights DIR --device cuda --max-sessions 8 --ice-server stun:HOST
 
@@ -14,11 +15,12 @@ import ipaddress
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from livehead.engine.common.errors import InputError
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.runners import resolve_device
-from livehead.server.backends.runners import make_runners, motion_controls, print_seeded_note
+from livehead.server.backends.runners import live_backend, make_runners, motion_controls, print_seeded_note
 from livehead.server.cli.common import DEFAULT_PRESET, add_motion_controls
 
 
@@ -32,10 +34,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="weights directory (required for the echomimic presets; tiny: its shipped weights, "
                         "or 'seeded' for the seed-fixed random model)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    p.add_argument("--backend", default="torch", help="torch, onnxruntime or tensorrt (see `livehead export`)")
+    p.add_argument("--backend", default="auto", help="auto (ONNX Runtime for the motion preset on a CPU when the "
+                   "export extra is installed, else torch), torch, onnxruntime or tensorrt (see `livehead export`)")
     p.add_argument("--exported", default=None, help="ONNX export directory for onnxruntime/tensorrt "
                    "(default: exported/PRESET, exported on first use)")
-    p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions; the next offer gets HTTP 503")
+    p.add_argument("--size", type=int, default=None, help="output long side in pixels (default: the preset's, 512 "
+                   "for motion); smaller frames cost less, so more sessions fit (motion preset only)")
+    p.add_argument("--max-sessions", type=int, default=4, help="most concurrent sessions; the next offer gets HTTP "
+                   "503, as does one beyond the capacity measured at start")
+    p.add_argument("--capacity", type=int, default=None, help="sessions admitted (default: measured at start: "
+                   "the most the machine keeps at real time); the next offer gets HTTP 503 with a JSON reason")
     p.add_argument("--max-batch", type=int, default=4, help="clips of different sessions denoised in one batch")
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on /offer and /avatars")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL",
@@ -47,6 +55,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "one core stays with the event loop and the codecs)")
     p.add_argument("--quiet", action="store_true", help="only warnings and errors in the log")
     return p
+
+
+def with_output_size(cfg: ModelConfig, size: int | None) -> ModelConfig:
+    """cfg with its output long side set to `size` (None: unchanged). Only the motion tier draws at any size."""
+    if size is None:
+        return cfg
+    if cfg.motion is None:
+        raise InputError(f"--size applies to the motion preset; {cfg.name} draws at its own "
+                         f"{cfg.stream.image_size} px")
+    if not 64 <= size <= 2048 or size % 2:
+        raise InputError(f"--size must be an even number of pixels between 64 and 2048, got {size}")
+    return replace(cfg, stream=replace(cfg.stream, image_size=size))
 
 
 def default_threads() -> int:
@@ -87,19 +107,21 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     torch.set_num_threads(args.threads or default_threads())
-    cfg = ModelConfig.from_name(args.preset)
+    cfg = with_output_size(ModelConfig.from_name(args.preset), args.size)
     device = resolve_device(args.device)
+    args.backend = live_backend(cfg, args.backend, args.device)
     runners = make_runners(cfg, args.backend, args.weights, args.device, args.exported,
                            controls=motion_controls(args))
-    config = ServeConfig(max_sessions=args.max_sessions, token=args.token, ice_servers=tuple(args.ice_server),
+    config = ServeConfig(max_sessions=args.max_sessions, capacity=args.capacity, token=args.token,
+                         ice_servers=tuple(args.ice_server),
                          latency=args.latency, max_batch=args.max_batch)
     app = create_app(runners, config)
 
     async def report(app) -> None:
         server = app[APP_KEY]
         print(f"livehead serve: ready; latency {server.latency:.2f} s (first clip waits for "
-              f"{server.first_clip_audio_s:.2f} s of audio, one clip computes in {server.compute_s:.2f} s)",
-              file=sys.stderr, flush=True)
+              f"{server.first_clip_audio_s:.2f} s of audio, one clip computes in {server.compute_s:.2f} s); "
+              f"capacity {server.capacity} sessions at {cfg.stream.image_size} px", file=sys.stderr, flush=True)
 
     app.on_startup.append(report)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,

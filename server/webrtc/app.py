@@ -37,7 +37,7 @@ from livehead.engine.common.errors import InputError
 from livehead.engine.media.bundled import DEFAULT_IMAGE
 from livehead.engine.runtime.session import Session, denoise_jobs
 from livehead.server.webrtc import pacing
-from livehead.server.webrtc.aiortc_private import negotiated_codec
+from livehead.server.webrtc.aiortc_private import negotiated_codec, shorten_audio_jitter_buffer
 from livehead.server.webrtc.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from livehead.server.webrtc.tracks import AvatarVideoTrack, DelayedAudioTrack, LiveMedia, consume_mic
 from livehead.server.webrtc.worker import GenerationWorker
@@ -47,6 +47,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_MESSAGE = 4096  # data-channel message bound (bytes)
 COMPUTE_HEADROOM = 1.5  # latency budget per clip = headroom × clip compute measured alone at start: on 2
 # cores a clip takes 1.1-1.6× longer in the server (event loop, codecs and the decode stage share the cores)
+MODEL_SHARE = 1.0  # CPU seconds per second the admitted sessions' generation may use (of the cores the model
+# threads get); the rest of the machine stays with the event loop, the codecs and the network
 WARMUP_CLIPS = 5
 PLACEHOLDER_PAGE = """<!doctype html><meta charset="utf-8"><title>livehead</title>
 <p>livehead server is running. The browser page (server/static/index.html) is not installed;
@@ -60,14 +62,17 @@ class ServeConfig:
     """Server options (the `livehead serve` flags).
 
     latency=None: chosen per session when it starts (`LiveServer.latency_for`): first clip's audio +
-    COMPUTE_HEADROOM × the batch compute measured at start for that many sessions + margin.
+    COMPUTE_HEADROOM × the batch compute measured at start for that many sessions + margin; it then adapts
+    while the call runs (`tracks.LiveMedia`). A given latency is fixed.
+    max_sessions: the most sessions ever admitted; the measured capacity (`LiveServer.capacity`) may admit fewer.
     """
 
     max_sessions: int = 4
+    capacity: int | None = None  # sessions admitted; None: measured at start (`pacing.capacity`)
     token: str | None = None
     ice_servers: tuple[str, ...] = ()
     latency: float | None = None
-    margin: float = 0.15  # s added to first-clip audio + compute when the latency is measured
+    margin: float = 0.04  # s added to first-clip audio + compute when the latency is measured
     max_batch: int = 4
     connect_timeout: float = 20.0  # s for ICE + DTLS before an offer's resources are freed
     no_audio_grace: float = 2.0  # s after connecting without mic audio before the clock starts on silence
@@ -142,6 +147,8 @@ class LiveServer:
         self.compute_s: float | None = None  # one clip alone, measured at start
         self.compute_batch_s: float | None = None  # a batch of max_batch clips, measured at start
         self.first_clip_audio_s = 0.0
+        self.capacity: int | None = None  # sessions the machine keeps at real time (measured at start)
+        self.load_per_session: float | None = None  # CPU s/s one more session costs (measured at start)
         self.sessions_total = 0
         self.rejected: dict[str, int] = {"capacity": 0, "bad_request": 0, "unauthorized": 0}
         self.totals = {"frames_generated": 0, "video_ticks": 0, "repeat_ticks": 0, "skipped": 0,
@@ -168,17 +175,26 @@ class LiveServer:
         entry = await self.avatars.add_default(self.config.portrait)
         session = Session(self.runners, entry.avatar, seed=self.config.seed)
         s = self.cfg.stream
-        first, count = session.clip_audio_frames(0)
-        self.first_clip_audio_s = session.features.required_span(first, count, s.fps)[1] / session.sample_rate
+        self.first_clip_audio_s = session.audio_needed(0) / session.sample_rate
         times = await self.worker.run(_time_batches, self.runners, entry.avatar, 1, WARMUP_CLIPS)
         self.compute_s = float(np.median(times[1:]))
         batch = self.config.max_batch
         self.compute_batch_s = self.compute_s if batch == 1 else \
-            min(await self.worker.run(_time_batches, self.runners, entry.avatar, batch, 2))
+            float(np.median(await self.worker.run(_time_batches, self.runners, entry.avatar, batch, 3)))
         self.latency = self.latency_for(1)
+        rounds_per_s = s.fps / s.clip_frames
+        marginal = (self.compute_batch_s - self.compute_s) / (batch - 1) if batch > 1 else self.compute_s
+        self.load_per_session = max(marginal, self.compute_s / batch) * rounds_per_s
+        self.capacity = self.config.capacity or pacing.capacity(self.compute_s * rounds_per_s, self.load_per_session,
+                                                                MODEL_SHARE, self.config.max_sessions)
         log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
-                 "margin %.3f s); %d clips batched compute in %.3f s", self.latency, self.first_clip_audio_s,
-                 self.compute_s, self.config.margin, batch, self.compute_batch_s)
+                 "margin %.3f s); %d clips batched compute in %.3f s; capacity %d sessions of %s at %d px "
+                 "(%.2f CPU s/s each)", self.latency, self.first_clip_audio_s, self.compute_s, self.config.margin,
+                 batch, self.compute_batch_s, self.capacity, self.cfg.name, s.image_size, self.load_per_session)
+
+    def min_latency(self) -> float:
+        """The floor an adaptive session's latency may shrink to: its audio wait + one clip's compute."""
+        return self.first_clip_audio_s + (self.compute_s or 0.0) + 0.02
 
     def latency_for(self, sessions: int) -> float:
         """Latency of a session starting with `sessions` live (itself included): its clips share batches."""
@@ -225,6 +241,13 @@ class LiveServer:
             self.rejected["capacity"] += 1
             return _error(503, f"server is at its limit of {self.config.max_sessions} live sessions; try again later",
                           reason="max_sessions", sessions=len(self.peers), max_sessions=self.config.max_sessions)
+        if self.capacity is not None and len(self.peers) >= self.capacity:
+            self.rejected["capacity"] += 1
+            return _error(503, f"server is at its measured capacity of {self.capacity} real-time sessions "
+                          f"({self.cfg.name}, {self.cfg.stream.image_size} px); one more would slow every call below "
+                          "real time: try again later or another server",
+                          reason="capacity", sessions=len(self.peers), capacity=self.capacity,
+                          load_per_session=round(self.load_per_session or 0.0, 3))
 
         pc = RTCPeerConnection(self.rtc_config())
         peer = Peer(self, pc, entry)
@@ -246,13 +269,17 @@ class LiveServer:
         media = LiveMedia(session, peer.avatar_entry.avatar.image, self.latency_for(len(self.peers)),
                           kick=self.worker.kick,
                           record_seconds=self.config.record_seconds,
-                          compute_estimate=lambda: self.worker.batch_ema_s or self.compute_s)
+                          compute_estimate=lambda: self.worker.batch_ema_s or self.compute_s,
+                          min_latency=self.min_latency(), adaptive=self.config.latency is None)
         peer.media = media
         peer.spawn(media.run_clock())
 
         @pc.on("track")
         def on_track(track):
             if track.kind == "audio" and not peer.has_mic:
+                for receiver in pc.getReceivers():  # before media flows: release mic packets 60 ms sooner
+                    if receiver.track is track:
+                        shorten_audio_jitter_buffer(receiver)
                 peer.has_mic = True
                 media.mic_track = track
                 peer.spawn(consume_mic(track, media))
@@ -370,7 +397,11 @@ class LiveServer:
         ok = self.worker.alive
         return web.json_response({
             "status": "ok" if ok else "generation worker stopped", "sessions": len(self.peers),
-            "max_sessions": self.config.max_sessions, "latency_s": self.latency, "clip_compute_s": self.compute_s,
+            "max_sessions": self.config.max_sessions, "capacity": self.capacity,
+            "load": round(len(self.peers) / self.capacity, 3) if self.capacity else None,
+            "load_per_session_cpu_s": self.load_per_session,
+            "image_size": self.cfg.stream.image_size, "clip_frames": self.cfg.stream.clip_frames,
+            "latency_s": self.latency, "clip_compute_s": self.compute_s,
             "batch_compute_s": self.compute_batch_s, "max_batch": self.config.max_batch,
             "first_clip_audio_s": self.first_clip_audio_s, "preset": self.cfg.name,
             "device": str(self.runners.device), "avatars": len(self.avatars.entries),
@@ -430,7 +461,7 @@ def _time_batches(runners, avatar, batch: int, rounds: int) -> list[float]:
     """
     sessions = [Session(runners, avatar, seed=i) for i in range(batch)]
     s = runners.cfg.stream
-    need = sessions[0].features.required_span(rounds * s.clip_frames, 1, s.fps)[1]  # audio up to the last clip
+    need = sessions[0].features.required_span(rounds * s.clip_frames + s.clip_frames, 1, s.fps)[1]  # the last clip's
     for session in sessions:
         session.push_audio(np.zeros(need, np.float32), session.sample_rate)
     times = []
@@ -449,6 +480,9 @@ def create_app(runners, config: ServeConfig | None = None) -> web.Application:
     config = config or ServeConfig()
     if config.max_sessions < 1:
         raise InputError(f"--max-sessions must be at least 1, got {config.max_sessions}")
+    if config.capacity is not None and not 1 <= config.capacity <= config.max_sessions:
+        raise InputError(f"--capacity must be between 1 and --max-sessions ({config.max_sessions}), "
+                         f"got {config.capacity}")
     if config.latency is not None and not 0 < config.latency <= 10:
         raise InputError(f"--latency must be between 0 and 10 seconds, got {config.latency}")
     server = LiveServer(runners, config)

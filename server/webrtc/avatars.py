@@ -24,8 +24,9 @@ from pathlib import Path
 
 from livehead.engine.common.errors import InputError
 from livehead.engine.media.audio_video import load_image
+from livehead.engine.media.bundled import DEFAULT_IMAGE
 from livehead.engine.model.config import ModelConfig
-from livehead.engine.runtime.portrait import portrait_for
+from livehead.engine.runtime.portrait import bundled_portrait, portrait_for
 from livehead.engine.runtime.session import Avatar, prepare_avatar
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # POST /avatars limit (HTTP 413 above)
@@ -88,7 +89,10 @@ class AvatarStore:
 
     async def add_default(self, path: str | Path) -> AvatarEntry:
         loop = asyncio.get_running_loop()
-        crop = await loop.run_in_executor(None, lambda: portrait_for(self.cfg, load_image(path), crop=True))
+        if Path(path).resolve() == Path(DEFAULT_IMAGE).resolve():  # the bundled one: at the preset's output size
+            crop = await loop.run_in_executor(None, bundled_portrait, self.cfg)
+        else:
+            crop = await loop.run_in_executor(None, lambda: portrait_for(self.cfg, load_image(path), crop=True))
         return await self._build("default", crop)
 
     async def add_upload(self, data: bytes) -> str:

@@ -8,6 +8,8 @@ Server-wide: sessions, capacity, latency, worker batches and counters (closed se
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 
 
@@ -16,6 +18,15 @@ def _line(out: list[str], name: str, kind: str, help_: str, samples: list[tuple[
     out.append(f"# TYPE {name} {kind}")
     for labels, value in samples:
         out.append(f"{name}{labels} {value:.6g}")
+
+
+def resident_bytes() -> int:
+    """The process's resident memory (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def render(server) -> str:
@@ -39,8 +50,14 @@ def render(server) -> str:
     _line(out, "livehead_sessions_total", "counter", "Offers accepted since start.", [("", server.sessions_total)])
     _line(out, "livehead_offers_rejected_total", "counter", "Offers or uploads refused, by reason.",
           [(f'{{reason="{k}"}}', v) for k, v in server.rejected.items()])
+    _line(out, "livehead_capacity_sessions", "gauge", "Real-time sessions this machine holds (measured at start).",
+          [("", server.capacity or 0)])
     _line(out, "livehead_latency_seconds", "gauge", "Input-to-output delay of a session on an idle server.",
           [("", server.latency or 0.0)])
+    _line(out, "livehead_process_resident_bytes", "gauge", "Resident memory of the server process.",
+          [("", resident_bytes())])
+    _line(out, "livehead_event_loop_tasks", "gauge", "Tasks alive on the server's event loop.",
+          [("", len(asyncio.all_tasks()))])
     _line(out, "livehead_clip_compute_seconds", "gauge", "One clip's compute measured at start.",
           [("", server.compute_s or 0.0)])
     w = server.worker

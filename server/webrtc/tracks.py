@@ -11,6 +11,13 @@ does padded silence, so the session's frames and the played audio describe the s
 content at τ leaves at `t0 + latency + τ` on both tracks (server/pacing.py). Everything runs on the
 event loop except `Session.prepare_clip/finish_clip`, which the generation worker calls under the
 session's lock.
+
+Adaptive latency: the tracks tick on a fixed clock, `t0 + base_latency + k/fps` (video) and
+`t0 + base_latency + m·20 ms` (audio), so RTP timing stays regular; `latency = base_latency + shift`, where
+the shift (whole 20 ms audio frames) moves which timeline content a tick carries. The session's chunks report
+their slack (due time − ready time, `on_frames`); `pacing.latency_step` turns the recent slack into a step
+of ±20 ms, applied only on a quiet 20 ms of outgoing audio (a silent frame is sent once more or one is left
+out), so speech never jumps and picture and sound move together.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ LOG_SECONDS = 6.0  # source-arrival log kept for stamps (beyond the latency)
 OPUS_BITRATE = 64_000  # outgoing mono speech
 MAX_STALE_FRAMES = 2  # a generated frame more than this many ticks late is not shown (hold the last one)
 STATS_WINDOW = 50  # video ticks in the fps / A/V-offset windows (2 s at 25 fps)
+SLACK_WINDOW_S = 3.0  # recent chunk slacks the latency adapts to
+MAX_LATENCY_S = 2.0  # the latency never grows beyond this
 
 
 class ChunkBuffer:
@@ -87,10 +96,18 @@ class LiveMedia:
     """Clock, timeline and output selection of one session (event-loop side)."""
 
     def __init__(self, session: Session, idle_image: np.ndarray, latency: float, kick=lambda: None,
-                 record_seconds: float = 0.0, compute_estimate=lambda: None):
+                 record_seconds: float = 0.0, compute_estimate=lambda: None, min_latency: float | None = None,
+                 adaptive: bool = True):
         self.session = session
         self.fps = session.cfg.stream.fps
-        self.latency = latency
+        self.base_latency = latency  # the tracks' fixed tick clock: t0 + base_latency + ...
+        self.shift48 = 0  # latency − base_latency in 48 kHz samples, whole 20 ms frames
+        self.target_shift48 = 0
+        self.adaptive = adaptive
+        self.min_latency = latency if min_latency is None else min(min_latency, latency)
+        self.slacks: deque[tuple[float, float]] = deque()  # (ready time, due − ready) of recent chunks
+        self.latency_changes = 0
+        self.latency_range = (latency, latency)  # the lowest and highest latency this session ran at
         self.kick = kick
         self.compute_estimate = compute_estimate  # () → seconds one clip takes now (the worker's), or None
         self.idle_image = idle_image  # shown before the first frame and right after a barge-in
@@ -121,6 +138,11 @@ class LiveMedia:
         self.audio_delays: deque[float] = deque(maxlen=2 * STATS_WINDOW)
 
     # ---- clock and timeline --------------------------------------------------------------
+    @property
+    def latency(self) -> float:
+        """Input-to-output delay now (s): the tick clock's plus the adaptive shift."""
+        return self.base_latency + self.shift48 / AUDIO_RATE
+
     @property
     def timeline48(self) -> int:
         return self.playback.end
@@ -186,7 +208,7 @@ class LiveMedia:
     def _play_position(self, now: float) -> int:
         """Timeline sample (48 kHz) being sent now: the audio track's next frame, or the clock's."""
         by_clock = int(max(0.0, now - self.t0 - self.latency) * AUDIO_RATE) // AUDIO_FRAME * AUDIO_FRAME
-        return max(self.audio_next * AUDIO_FRAME, by_clock)
+        return max(self.audio_next * AUDIO_FRAME - self.shift48, by_clock)
 
     def _forget(self, now: float) -> None:
         self.playback.forget_before(self._play_position(now) - int(KEEP_PLAYED_S * AUDIO_RATE))
@@ -209,8 +231,7 @@ class LiveMedia:
         self.pad(now, pad_after=0.0)
 
     def _clip_ready(self, clip: int) -> bool:
-        first, count = self.session.clip_audio_frames(clip)
-        return self.session.features.required_span(first, count, self.fps)[1] <= self.session.ring.end
+        return self.session.audio_needed(clip) <= self.session.ring.end
 
     def catch_up(self, now: float) -> None:
         """Skip clips that could only arrive stale (generation slower than real time): stay in sync.
@@ -227,36 +248,52 @@ class LiveMedia:
             newest = session.next_clip
             while self._clip_ready(newest + 1):
                 newest += 1
-            first, count = session.clip_audio_frames(0)
-            audio_wait = session.features.required_span(first, count, self.fps)[1] / SESSION_RATE
+            audio_wait = session.audio_needed(0) / SESSION_RATE
             target = pacing.catch_up_clip(session.next_clip, newest, session.cfg.stream.clip_frames, self.fps,
                                           self.t0, self.latency, now, compute, audio_wait)
             self.skipped_clips += session.skip_to(target)
 
     # ---- generation callbacks (from the worker, on the loop) ---------------------------------
-    def on_frames(self, frames: list[VideoFrame]) -> None:
+    def on_frames(self, frames: list[VideoFrame], now: float | None = None) -> None:
         self.generated += len(frames)
-        if log.isEnabledFor(logging.DEBUG) and self.t0 is not None:
-            due = pacing.video_due(self.t0, self.latency, frames[0].index, self.fps)
-            log.debug("frames %d-%d ready %.3f s before the first is due", frames[0].index, frames[-1].index,
-                      due - time.monotonic())
+        if self.t0 is None:
+            return
+        now = time.monotonic() if now is None else now
+        # slack on the tick clock (no shift): the slack at a latency shift S is this + S
+        slack = pacing.video_due(self.t0, self.base_latency, frames[0].index, self.fps) - now
+        log.debug("frames %d-%d ready %.3f s before the first is due", frames[0].index, frames[-1].index,
+                  slack + self.shift48 / AUDIO_RATE)
+        self.slacks.append((now, slack))
+        while self.slacks and self.slacks[0][0] < now - SLACK_WINDOW_S:
+            self.slacks.popleft()
+        if self.adaptive:  # steps are taken from the target, which the audio track reaches in quiet moments
+            target = self.target_shift48 / AUDIO_RATE
+            step = pacing.latency_step([sl + target for _, sl in self.slacks], now - self.slacks[0][0],
+                                       self.base_latency + target, self.min_latency, MAX_LATENCY_S,
+                                       AUDIO_FRAME / AUDIO_RATE, times=[t for t, _ in self.slacks])
+            if step:
+                self.target_shift48 += round(step * AUDIO_RATE / AUDIO_FRAME) * AUDIO_FRAME
+                if step < 0:  # the next shrink waits for a full window measured at the new latency
+                    self.slacks.clear()
 
     def on_generation_error(self) -> None:
         self.clear(time.monotonic())
 
     # ---- output selection ----------------------------------------------------------------
     def frame_for_tick(self, k: int) -> tuple[np.ndarray, int, bool]:
-        """(image [S, S, 3] uint8, generated frame index or −1 for idle, fresh?) to show at tick k."""
+        """(image [S, S, 3] uint8, generated frame index or −1 for idle, fresh?) to show at tick k: the
+        newest frame due by the tick's timeline time (k/fps on the tick clock, less the latency shift)."""
         pending = self.session.pending
+        target = pacing.tick_frame(k, self.fps, self.shift48 / AUDIO_RATE)
         with self.session.lock:
             indices = [f.index for f in pending]
-            take = pacing.frames_to_take(indices, k)
+            take = pacing.frames_to_take(indices, target)
             frame = None
             for _ in range(take):
                 frame = pending.popleft()
         if frame is None:
             return self.current, self.current_index, False
-        if not pacing.show_popped(frame.index, k, MAX_STALE_FRAMES):
+        if not pacing.show_popped(frame.index, target, MAX_STALE_FRAMES):
             self.skipped += take
             return self.current, self.current_index, False
         self.skipped += take - 1
@@ -282,11 +319,21 @@ class LiveMedia:
                                           "source_wall": source, "sent": now}))
 
     def audio_for_frame(self, m: int, now: float) -> np.ndarray:
-        """Timeline samples of outgoing audio frame m: float32 [960]."""
+        """Timeline samples of outgoing audio frame m (at tick m − shift): float32 [960]."""
         self.audio_next = m + 1
         self.audio_frames += 1
-        self.audio_delays.append(pacing.content_delay(now, self.t0, self.latency, m * AUDIO_FRAME / AUDIO_RATE))
-        pcm = self.playback.read(m * AUDIO_FRAME, AUDIO_FRAME)
+        first = m * AUDIO_FRAME - self.shift48
+        pcm = self.playback.read(first, AUDIO_FRAME)
+        if self.target_shift48 != self.shift48 and _quiet(pcm) and _quiet(self.playback.read(first - AUDIO_FRAME,
+                                                                                              AUDIO_FRAME)):
+            # one quiet 20 ms: grow (send silence, the timeline waits) or shrink (leave this frame out)
+            grow = self.target_shift48 > self.shift48
+            self.shift48 += AUDIO_FRAME if grow else -AUDIO_FRAME
+            self.latency_changes += 1
+            self.latency_range = (min(self.latency_range[0], self.latency), max(self.latency_range[1], self.latency))
+            first = m * AUDIO_FRAME - self.shift48
+            pcm = np.zeros(AUDIO_FRAME, np.float32) if grow else self.playback.read(first, AUDIO_FRAME)
+        self.audio_delays.append(pacing.content_delay(now, self.t0, self.latency, first / AUDIO_RATE))
         self._forget(now)
         return pcm
 
@@ -308,6 +355,10 @@ class LiveMedia:
 
     def buffered_audio_s(self, now: float) -> float:
         return 0.0 if self.t0 is None else max(0, self.timeline48 - self._play_position(now)) / AUDIO_RATE
+
+
+def _quiet(pcm: np.ndarray) -> bool:
+    return float(np.sqrt(np.mean(pcm * pcm))) < QUIET_RMS if pcm.size else True
 
 
 def _mono(frames: list) -> np.ndarray:
@@ -346,7 +397,7 @@ async def _sleep_until(track: MediaStreamTrack, due: float) -> None:
 
 
 class AvatarVideoTrack(MediaStreamTrack):
-    """Outgoing video: tick k (pts k·90000/fps) is sent at t0 + latency + k/fps; rgb24 frames."""
+    """Outgoing video: tick k (pts k·90000/fps) is sent at t0 + base_latency + k/fps; rgb24 frames."""
 
     kind = "video"
 
@@ -362,7 +413,7 @@ class AvatarVideoTrack(MediaStreamTrack):
         await media.anchored.wait()
         k = self._k
         self._k += 1
-        await _sleep_until(self, pacing.video_due(media.t0, media.latency, k, media.fps))
+        await _sleep_until(self, pacing.video_due(media.t0, media.base_latency, k, media.fps))
         now = time.monotonic()
         image, index, fresh = media.frame_for_tick(k)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
@@ -373,7 +424,8 @@ class AvatarVideoTrack(MediaStreamTrack):
 
 
 class DelayedAudioTrack(MediaStreamTrack):
-    """Outgoing audio: the timeline delayed by exactly `latency`; 20 ms frames at 48 kHz, pts = sample count.
+    """Outgoing audio: the timeline delayed by exactly `latency`; 20 ms frames at 48 kHz, pts = sample count,
+    sent on the tick clock (t0 + base_latency + m·20 ms).
 
     With `opus=True` (the negotiated codec is Opus) recv() encodes here and returns the packet: aiortc
     then only packetizes it. Encoding 20 ms of mono takes ~0.3 ms on the loop, while handing every frame
@@ -403,7 +455,7 @@ class DelayedAudioTrack(MediaStreamTrack):
         await media.anchored.wait()
         m = self._m
         self._m += 1
-        await _sleep_until(self, pacing.audio_due(media.t0, media.latency, m))
+        await _sleep_until(self, pacing.audio_due(media.t0, media.base_latency, m))
         pcm = media.audio_for_frame(m, time.monotonic())
         s16 = (np.clip(pcm, -1.0, 1.0) * 32767.0).round().astype(np.int16)
         frame = av.AudioFrame.from_ndarray(s16[None, :], format="s16", layout="mono")

@@ -27,6 +27,7 @@ const state = {
   avatarId: null,
   startedAt: null,       // performance.now() of the start click
   firstFrameMs: null,    // start click → first decoded frame
+  connectedMs: null,     // start click → connection 'connected' (the server's clock starts on the first mic audio)
   statsTimer: null,
   prev: null,            // previous stats sample (for rates)
   stats: {},             // latest figures (see readStats)
@@ -184,6 +185,7 @@ async function start(kind) {
   if (state.pc) return;
   state.startedAt = performance.now();
   state.firstFrameMs = null;
+  state.connectedMs = null;
   state.prev = null;
   state.stats = {};
   renderStats();
@@ -223,6 +225,7 @@ async function start(kind) {
       const s = pc.connectionState;
       log(`connection ${s}`);
       if (s === 'connected') {
+        if (state.connectedMs === null) state.connectedMs = performance.now() - state.startedAt;
         setPhase(kind === 'file' ? 'live (file)' : 'live (mic)');
         startFilePlayback();
       } else if (s === 'failed') {

@@ -14,9 +14,11 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack
 
 from livehead.server.webrtc.aiortc_private import (
     CODECS_ATTRIBUTE,
+    JITTER_ATTRIBUTE,
     QUEUE_ATTRIBUTE,
     negotiated_codec,
     queued_frames,
+    shorten_audio_jitter_buffer,
 )
 
 
@@ -54,3 +56,39 @@ def test_queued_frames_counts_what_a_remote_track_has_not_read():
 
     assert asyncio.run(fill()) == 2
     assert queued_frames(None) is None
+
+
+def test_a_shortened_audio_jitter_buffer_releases_each_packet_on_the_next():
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtp import RtpPacket
+
+    async def receiver():
+        pc = RTCPeerConnection()
+        try:
+            pc.addTransceiver("audio", direction="recvonly")
+            return pc.getReceivers()[0]
+        finally:
+            await pc.close()
+
+    rx = asyncio.run(receiver())
+    original = getattr(rx, JITTER_ATTRIBUTE, None)
+    assert isinstance(original, JitterBuffer), \
+        f"aiortc's RTCRtpReceiver no longer has a JitterBuffer {JITTER_ATTRIBUTE}: update aiortc_private"
+    assert shorten_audio_jitter_buffer(rx)
+    buffer = getattr(rx, JITTER_ATTRIBUTE)
+    def packet(seq: int) -> RtpPacket:  # one 20 ms Opus packet per timestamp, depacketized as the receiver does
+        p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=960 * seq, payload=b"x")
+        p._data = p.payload
+        return p
+
+    released = []
+    for seq in range(5):
+        _, frame = buffer.add(packet(seq))
+        released.append(None if frame is None else frame.timestamp)
+    assert released == [None, 0, 960, 1920, 2880]  # each packet out as soon as the next one is in
+    # aiortc's own buffer would still be holding the first packet here (prefetch 4)
+    held = []
+    for seq in range(4):
+        _, frame = original.add(packet(seq))
+        held.append(frame)
+    assert held == [None] * 4

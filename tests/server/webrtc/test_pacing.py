@@ -96,3 +96,45 @@ def test_source_wall_time_uses_the_capture_convention():
     assert pacing.source_wall_time(chunks, 1920 + 960, 48_000) == pytest.approx(10.08)
     assert pacing.source_wall_time(chunks, 3840, 48_000) is None
     assert pacing.source_wall_time(chunks, -1, 48_000) is None
+
+
+def test_tick_frame_follows_the_latency_shift():
+    assert pacing.tick_frame(10, 25, 0.0) == 10
+    assert pacing.tick_frame(10, 25, 0.04) == 9  # 40 ms more latency: one frame older
+    assert pacing.tick_frame(10, 25, 0.02) == 9  # half a frame: the older one (floor)
+    assert pacing.tick_frame(10, 25, -0.04) == 11
+    assert pacing.tick_frame(0, 25, 0.1) < 0  # before the first frame: idle
+
+
+def test_latency_step_grows_at_once_and_shrinks_only_after_settling():
+    step = 0.02
+    # late chunks: grow by enough to bring the second-worst slack back to low + step
+    grow = pacing.latency_step([0.05, -0.03, -0.01, 0.02], 1.0, 0.3, 0.2, 2.0, step)
+    assert grow > 0 and abs(grow / step - round(grow / step)) < 1e-9
+    assert -0.01 + grow >= 0.005 + step - 1e-9
+    # one hiccup alone does not raise the latency for good
+    assert pacing.latency_step([0.05, -0.03, 0.04, 0.06], 1.0, 0.3, 0.2, 2.0, step) == 0.0
+    # comfortable slack for long enough: one step down
+    assert pacing.latency_step([0.12, 0.1, 0.2], 3.0, 0.4, 0.2, 2.0, step) == -step
+    # ... but not before the window settled, nor below the floor
+    assert pacing.latency_step([0.12, 0.1, 0.2], 1.0, 0.4, 0.2, 2.0, step) == 0.0
+    assert pacing.latency_step([0.12, 0.1, 0.2], 3.0, 0.21, 0.2, 2.0, step) == 0.0
+    # in between: keep it; never beyond the ceiling
+    assert pacing.latency_step([0.04, 0.05], 3.0, 0.4, 0.2, 2.0, step) == 0.0
+    assert pacing.latency_step([-1.0], 1.0, 1.95, 0.2, 2.0, step) == pytest.approx(0.05)
+    assert pacing.latency_step([], 3.0, 0.4, 0.2, 2.0, step) == 0.0
+
+
+def test_capacity_fits_the_share_and_stays_within_limits():
+    assert pacing.capacity(0.3, 0.2, 1.0, 8) == 4  # 0.3 + 3 × 0.2 = 0.9 ≤ 1.0 < 1.1
+    assert pacing.capacity(1.5, 0.5, 1.0, 8) == 1  # one session always fits
+    assert pacing.capacity(0.1, 0.01, 1.0, 4) == 4  # never beyond max_sessions
+    assert pacing.capacity(0.3, 0.0, 1.0, 6) == 6
+
+
+def test_latency_holds_when_the_machine_makes_less_than_real_time():
+    times = [0.08 * i for i in range(20)]
+    falling = [0.01 - 0.2 * t for t in times]  # every chunk 16 ms later than the one before: a growing backlog
+    assert pacing.latency_step(falling, times[-1], 0.3, 0.2, 2.0, 0.02, times=times) == 0.0
+    steady = [-0.02 + 0.001 * (i % 3) for i in range(20)]  # late by a constant: a slower machine, not overload
+    assert pacing.latency_step(steady, times[-1], 0.3, 0.2, 2.0, 0.02, times=times) > 0

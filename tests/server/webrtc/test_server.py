@@ -117,7 +117,8 @@ def test_stream_end_to_end_fps_audio_first_frame_and_av_sync(live):
         media = server.peers[client.session_id].media
         result = av_offset(list(media.recording), client.got, FPS)
         _, _, metrics = await _http("GET", f"{live.base}/metrics")
-        figures = dict(result, latency=media.latency, first_frame_server=media.first_frame_delay,
+        figures = dict(result, latency=media.latency, latency_range=media.latency_range,
+                       first_frame_server=media.first_frame_delay,
                        fresh=media.fresh_ticks, ticks=media.video_ticks, skipped_clips=media.skipped_clips)
         await client.close()
         return client, figures, metrics
@@ -131,7 +132,8 @@ def test_stream_end_to_end_fps_audio_first_frame_and_av_sync(live):
     # audio received: the speech comes back (content cross-correlation peak), delayed by the latency
     assert len(client.got.audio) >= 250
     assert fig["xcorr_peak"] > 0.5, fig
-    assert fig["audio_delay_s"] == pytest.approx(fig["latency"], abs=0.06), fig
+    low, high = fig["latency_range"]  # the latency adapts while the call runs
+    assert low - 0.06 <= fig["audio_delay_s"] <= high + 0.06, fig
     # first-frame delay recorded on both sides and in /metrics
     assert fig["first_frame_server"] is not None and 0 < fig["first_frame_server"] < fig["latency"] + 0.5
     assert 0 < first - client.mic.sent[0] < fig["latency"] + 1.0

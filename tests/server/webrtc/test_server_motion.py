@@ -4,6 +4,8 @@ together, over a real WebRTC loopback."""
 from __future__ import annotations
 
 import asyncio
+import random
+from dataclasses import replace
 
 import pytest
 
@@ -11,12 +13,15 @@ pytest.importorskip("aiortc", reason="the server tests need the 'server' extra: 
 
 import torch
 
-from livehead.client import LoopbackClient, av_offset, received_fps
+from livehead.client import LoopbackClient, av_offset, match_stamps, received_fps
 from livehead.engine.model.config import ModelConfig
-from livehead.engine.runtime.runners import torch_runners
-from livehead.engine.weights.loading import load_model
+from livehead.server.backends.runners import live_backend, make_runners
 from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
-from tests.server.webrtc.test_server import FPS, LoopThread, _start, speech_48k
+from tests.server.webrtc.test_server import FPS, LoopThread, _http, _start, speech_48k
+
+SIZE = 128  # output long side: two sessions and their clients share the 2-core CI machine
+LOSS = 0.05  # the impaired client's link: packet loss each way
+JITTER_S = 0.05  # ... and a random delay of 0-50 ms on every packet each way
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +29,10 @@ def live_motion():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     loop = LoopThread()
-    app = create_app(torch_runners(load_model(ModelConfig.from_name("motion"))),
-                     ServeConfig(max_sessions=2, record_seconds=20.0))
+    base_cfg = ModelConfig.from_name("motion")
+    cfg = replace(base_cfg, stream=replace(base_cfg.stream, image_size=SIZE))
+    runners = make_runners(cfg, live_backend(cfg, "auto"), progress=False)
+    app = create_app(runners, ServeConfig(max_sessions=3, capacity=2, record_seconds=20.0))
     runner, base = loop.run(_start(app), timeout=120)
     yield type("Live", (), {"loop": loop, "app": app, "server": app[APP_KEY], "base": base})
     loop.run(runner.cleanup(), timeout=60)
@@ -55,3 +62,114 @@ def test_motion_stream_end_to_end(live_motion):
     assert client.got.images and client.got.images[-1][1].shape[:2] == photo.shape[:2]
     assert fig["frames_matched"] >= 20, fig
     assert abs(fig["av_offset_s"]) <= 0.040, fig
+
+
+class ImpairedClient(LoopbackClient):
+    """A client behind a bad link: each UDP datagram, either way, is lost with probability LOSS or else delayed
+    by a uniform 0-JITTER_S (so packets also arrive out of order). The impairment wraps the client's ICE
+    transport (the one every RTP, RTCP, DTLS and SCTP datagram crosses, bundled) before it starts."""
+
+    def __init__(self, *args, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rng = random.Random(seed)
+        self.impaired = False
+        self.lost = 0
+
+    def _time_packets(self, receiver, kind: str) -> None:
+        super()._time_packets(receiver, kind)
+        if not self.impaired:
+            self._impair(receiver.transport.transport)
+            self.impaired = True
+
+    def _impair(self, ice) -> None:
+        loop = asyncio.get_running_loop()
+        send, recv = ice._send, ice._recv
+        arrived: asyncio.Queue = asyncio.Queue()
+
+        async def lossy_send(data: bytes) -> None:
+            if self.rng.random() < LOSS:
+                self.lost += 1
+                return
+            delay = self.rng.uniform(0.0, JITTER_S)
+            loop.call_later(delay, lambda: asyncio.ensure_future(_quiet(send(data))))
+
+        async def pump() -> None:
+            while True:
+                try:
+                    data = await recv()
+                except Exception as err:  # the transport closed: wake the reader with the same error
+                    arrived.put_nowait(err)
+                    return
+                if self.rng.random() < LOSS:
+                    self.lost += 1
+                    continue
+                loop.call_later(self.rng.uniform(0.0, JITTER_S), arrived.put_nowait, data)
+
+        async def lossy_recv() -> bytes:
+            if not pumping:  # the first read comes once ICE is connected (the DTLS handshake starts then)
+                pumping.append(asyncio.ensure_future(pump()))
+                self.tasks.append(pumping[0])
+            item = await arrived.get()
+            if isinstance(item, Exception):
+                raise item
+            return item
+
+        pumping: list[asyncio.Task] = []
+        ice._send, ice._recv = lossy_send, lossy_recv
+
+
+async def _quiet(coro) -> None:
+    try:
+        await coro
+    except Exception:  # a datagram sent after the link closed is lost, as on a real network
+        pass
+
+
+def _fresh_fps(client: LoopbackClient, seconds: float) -> float:
+    """Generated frames shown per second at the client, over `seconds` from 0.5 s after its first frame."""
+    packets = sorted((a, pts) for pts, a in client.got.video_packets.items())
+    ticks = match_stamps(packets, client.got.stamps, FPS)
+    start = packets[0][0] + 0.5
+    fresh = {s["frame"] for a, _, s in ticks if s["frame"] >= 0 and start <= a < start + seconds}
+    return len(fresh) / seconds
+
+
+def test_a_bad_link_on_one_client_does_not_stall_the_other(live_motion):
+    """One client over 5 % loss and 0-50 ms jitter each way, one clean: the clean one keeps 24 fresh frames/s."""
+    server = live_motion.server
+
+    async def scenario():
+        clean = LoopbackClient(live_motion.base, speech_48k(), decode_video=False)
+        bad = ImpairedClient(live_motion.base, speech_48k(), decode_video=False, seed=1)
+        await asyncio.gather(clean.connect(), bad.connect(timeout=30.0))
+        await asyncio.sleep(server.latency + 6.0)
+        figures = {"clean_fresh_fps": _fresh_fps(clean, 5.0), "bad_fresh_fps": _fresh_fps(bad, 5.0),
+                   "bad_lost": bad.lost, "latency": [p.media.latency for p in server.peers.values()]}
+        await asyncio.gather(clean.close(), bad.close())
+        return figures
+
+    fig = live_motion.loop.run(scenario(), timeout=90)
+    print(fig)
+    assert fig["bad_lost"] > 0  # the impairment was in place
+    assert fig["clean_fresh_fps"] >= 24, fig
+    assert fig["bad_fresh_fps"] > 0, fig  # the bad link still gets a picture
+
+
+def test_an_offer_beyond_the_capacity_gets_503_with_a_reason(live_motion):
+    async def scenario():
+        clients = [LoopbackClient(live_motion.base, None, stamps=False, decode_video=False) for _ in range(2)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        extra = LoopbackClient(live_motion.base, None, stamps=False, decode_video=False)
+        try:
+            await extra.connect()
+            refused = None
+        except RuntimeError as err:
+            refused = str(err)
+        _, _, health = await _http("GET", f"{live_motion.base}/healthz")
+        await asyncio.gather(*(c.close() for c in clients), extra.close())
+        return refused, health
+
+    refused, health = live_motion.loop.run(scenario(), timeout=60)
+    assert refused is not None and "HTTP 503" in refused and "'reason': 'capacity'" in refused, refused
+    assert "'capacity': 2" in refused
+    assert '"capacity": 2' in health and '"load": 1.0' in health

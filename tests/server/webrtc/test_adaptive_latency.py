@@ -1,0 +1,102 @@
+"""Adaptive latency of a live session (server/webrtc/tracks.py `LiveMedia`): it grows when chunks come late,
+shrinks back when they come early, and moves only on quiet audio, picture and sound together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiortc", reason="the server tests need the 'server' extra: pip install 'livehead[server]'")
+
+from livehead.engine.model.config import ModelConfig
+from livehead.engine.runtime.portrait import bundled_demo
+from livehead.engine.runtime.runners import TorchRunners
+from livehead.engine.runtime.session import Session, VideoFrame, prepare_avatar
+from livehead.engine.weights.loading import load_model
+from livehead.server.webrtc.pacing import AUDIO_FRAME, AUDIO_RATE
+from livehead.server.webrtc.tracks import LiveMedia
+
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def session_factory():
+    cfg = ModelConfig.from_name("tiny").with_steps(1)
+    runners = TorchRunners(load_model(cfg))
+    picture, _ = bundled_demo(cfg)
+    avatar = prepare_avatar(runners, picture.image, picture.mask)
+    return lambda: Session(runners, avatar)
+
+
+def _media(session, latency=0.3, floor=0.2) -> LiveMedia:
+    media = LiveMedia(session, np.zeros((8, 8, 3), np.uint8), latency, min_latency=floor)
+    media.anchor(100.0)
+    return media
+
+
+def _tone(seconds: float, amplitude: float) -> tuple[np.ndarray, np.ndarray]:
+    t48 = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
+    t16 = np.arange(int(seconds * 16000)) / 16000
+    return ((amplitude * np.sin(2 * np.pi * 220 * t16)).astype(np.float32),
+            (amplitude * np.sin(2 * np.pi * 220 * t48)).astype(np.float32))
+
+
+def _frames(index: int, n: int = 2) -> list[VideoFrame]:
+    return [VideoFrame(index=index + j, pts=(index + j) / FPS, image=np.zeros((8, 8, 3), np.uint8))
+            for j in range(n)]
+
+
+def test_late_chunks_grow_the_latency_on_quiet_audio_only(session_factory):
+    media = _media(session_factory())
+    loud16, loud48 = _tone(1.0, 0.3)
+    quiet16, quiet48 = _tone(1.0, 0.0)
+    media._append(loud16, loud48, 101.0, None)
+    media._append(quiet16, quiet48, 102.0, None)
+    # frame 10 is due at t0 + 0.3 + 0.4 = 100.7; it is ready at 100.75: 50 ms late
+    media.on_frames(_frames(10), now=100.75)
+    grow = media.target_shift48 - media.shift48
+    assert grow > 0 and grow % AUDIO_FRAME == 0
+    assert media.target_shift48 / AUDIO_RATE >= 0.05 + 0.015  # the late chunk would now be on time, with room
+    # while the outgoing audio is loud the latency holds (no jump in speech)
+    for m in range(40):
+        pcm = media.audio_for_frame(m, 100.3 + m * 0.02)
+        assert np.sqrt(np.mean(pcm ** 2)) > 0.1
+    assert media.shift48 == 0
+    # on quiet audio it steps 20 ms at a time, a silent frame each, until the target is reached
+    steps = 0
+    for m in range(40, 80):
+        before = media.shift48
+        pcm = media.audio_for_frame(m, 100.3 + m * 0.02)
+        if media.shift48 != before:
+            steps += 1
+            assert media.shift48 - before == AUDIO_FRAME and not pcm.any()
+    assert media.shift48 == media.target_shift48 and steps == grow // AUDIO_FRAME
+    assert media.latency == pytest.approx(0.3 + media.shift48 / AUDIO_RATE)
+    # the picture moves with the sound: a video tick shows the frame of the tick's time less the shift
+    shift_frames = media.shift48 / AUDIO_RATE * FPS
+    media.session.pending.extend(_frames(0, 60))
+    _, index, fresh = media.frame_for_tick(50)
+    assert fresh and index == int(np.floor(50 - shift_frames + 1e-9))
+
+
+def test_early_chunks_shrink_the_latency_back_to_its_floor(session_factory):
+    media = _media(session_factory(), latency=0.3, floor=0.24)
+    quiet16, quiet48 = _tone(4.0, 0.0)
+    media._append(quiet16, quiet48, 104.0, None)
+    # every chunk ready 150 ms before it is due, for 4 s: one step down per settled window
+    for i in range(100):
+        now = 100.0 + 0.3 + i * 2 / FPS - 0.15
+        media.on_frames(_frames(2 * i), now=now)
+    assert media.target_shift48 < 0
+    assert 0.3 + media.target_shift48 / AUDIO_RATE >= 0.24 - 1e-9  # never below the floor
+    for m in range(20):
+        media.audio_for_frame(m, 100.3 + m * 0.02)
+    assert media.shift48 == media.target_shift48
+    assert media.latency < 0.3
+
+
+def test_a_fixed_latency_never_moves(session_factory):
+    media = LiveMedia(session_factory(), np.zeros((8, 8, 3), np.uint8), 0.3, adaptive=False)
+    media.anchor(100.0)
+    media.on_frames(_frames(10), now=101.5)  # very late
+    assert media.target_shift48 == 0 and media.latency == 0.3
