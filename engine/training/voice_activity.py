@@ -6,7 +6,8 @@
 Data: the motion generator's own training data (`engine.training.motion.build_motion_dataset`): the training
 clips (the held-out GRID clips are left out by name) and `--augment` copies of each with another voice and room
 (pitch ±3 semitones, tempo 0.9-1.1, noise 15-30 dB SNR, a synthetic room, a gain), the per-frame Whisper tokens
-computed exactly as a live session computes them. Labels: a frame is voiced when its level in the clean clip is
+computed as a session with the generator's training schedule computes them (`training_schedule`: 8 + 5 frames,
+the whole look-ahead). Labels: a frame is voiced when its level in the clean clip is
 above the clip's silence threshold (`evaluate`'s rule, without the trimming of silent stretches: noise floor
 + 10 dB, bounded to 20-40 dB below the loudest frame); an augmented copy takes its clean clip's labels, resampled
 with its tempo, so noise and reverberation do not count as voice. Beside them, clips of silence alone
@@ -51,6 +52,7 @@ from livehead.engine.training.motion import (
     default_space_path,
     find_videos,
     load_audio_stack,
+    training_schedule,
 )
 
 SILENCE_SECONDS = 3.0
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"livehead: error: {e}", file=sys.stderr)
         return 2
-    cfg = ModelConfig.from_name("motion")
+    cfg = training_schedule(ModelConfig.from_name("motion"))  # the generator's windows: 8 + 5, whole look-ahead
     space = MotionSpace.load(default_space_path(cfg))
     start = time.time()
     stack = load_audio_stack(cfg)
