@@ -17,8 +17,6 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
-import numpy as np
-
 VIDEO_CLOCK = 90_000  # RTP video clock: pts unit = 1/90000 s
 AUDIO_RATE = 48_000  # outgoing audio sample rate (Opus)
 AUDIO_FRAME = 960  # samples per outgoing audio frame: 20 ms at 48 kHz
@@ -158,25 +156,21 @@ def tick_frame(k: int, fps: int, shift_s: float) -> int:
 
 def latency_step(slacks: Sequence[float], span_s: float, latency: float, min_latency: float, max_latency: float,
                  step: float, low: float = 0.005, high: float = 0.05, settle_s: float = 2.0,
-                 times: Sequence[float] | None = None, overload_slope: float = -0.05) -> float:
+                 keeping_up: bool = True) -> float:
     """How much to change a session's latency (s; 0 = keep it), from the slack of its recent chunks.
 
-    slacks: due time − ready time of the first frame of each chunk over the last `span_s` seconds (`times`:
-    when each was ready). The second-worst slack counts (one hiccup — a garbage collection, a codec key frame —
-    costs one repeated frame, not a permanently higher latency). Below `low` generation is slower than the
-    budget: grow at once, by enough to bring it back to `low + step`. When it stayed above `high` for at least
-    `settle_s` seconds, shrink by one step. Never outside [min_latency, max_latency]. When the slack falls
-    steadily (slope below `overload_slope` s/s over the window: the machine makes less than real time) more
-    latency would only add delay; the caller skips chunks instead, so the latency holds.
+    slacks: due time − ready time of the first frame of each chunk over the last `span_s` seconds. The
+    second-worst slack counts (one hiccup — a garbage collection, a codec key frame — costs one repeated
+    frame, not a permanently higher latency). Below `low` generation is slower than the budget: grow at once,
+    by enough to bring it back to `low + step`. When it stayed above `high` for at least `settle_s` seconds,
+    shrink by one step. Never outside [min_latency, max_latency]. keeping_up=False (the session made fewer
+    frames than real time over the window: the machine is overloaded and chunks are being skipped): more
+    latency would only add delay without making frames fresher, so it holds.
     """
-    if not slacks:
+    if not slacks or not keeping_up:
         return 0.0
     ordered = sorted(slacks)
     worst = ordered[1] if len(ordered) > 2 else ordered[0]
-    if times is not None and len(times) >= 5 and span_s > 0.5:
-        slope = float(np.polyfit(np.asarray(times) - times[0], np.asarray(slacks), 1)[0])
-        if slope < overload_slope:
-            return 0.0
     if worst < low:
         grow = math.ceil((low + step - worst) / step) * step
         return max(0.0, min(grow, max_latency - latency))

@@ -53,6 +53,7 @@ MAX_STALE_FRAMES = 2  # a generated frame more than this many ticks late is not 
 STATS_WINDOW = 50  # video ticks in the fps / A/V-offset windows (2 s at 25 fps)
 SLACK_WINDOW_S = 3.0  # recent chunk slacks the latency adapts to
 MAX_LATENCY_S = 2.0  # the latency never grows beyond this
+KEEPING_UP = 0.9  # a session making fewer frames than this share of real time is overloaded: latency holds
 
 
 class ChunkBuffer:
@@ -268,9 +269,12 @@ class LiveMedia:
             self.slacks.popleft()
         if self.adaptive:  # steps are taken from the target, which the audio track reaches in quiet moments
             target = self.target_shift48 / AUDIO_RATE
-            step = pacing.latency_step([sl + target for _, sl in self.slacks], now - self.slacks[0][0],
-                                       self.base_latency + target, self.min_latency, MAX_LATENCY_S,
-                                       AUDIO_FRAME / AUDIO_RATE, times=[t for t, _ in self.slacks])
+            span = now - self.slacks[0][0]
+            made = len(self.slacks) * self.session.cfg.stream.clip_frames  # frames generated in the window
+            keeping_up = span < 1.0 or made >= KEEPING_UP * self.fps * span
+            step = pacing.latency_step([sl + target for _, sl in self.slacks], span, self.base_latency + target,
+                                       self.min_latency, MAX_LATENCY_S, AUDIO_FRAME / AUDIO_RATE,
+                                       keeping_up=keeping_up)
             if step:
                 self.target_shift48 += round(step * AUDIO_RATE / AUDIO_FRAME) * AUDIO_FRAME
                 if step < 0:  # the next shrink waits for a full window measured at the new latency
