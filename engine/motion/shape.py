@@ -20,6 +20,7 @@ from livehead.engine.motion.space import PCA_POINTS, MotionSpace
 REST_OPEN_AT = 0.075
 REST_GAP = 0.002  # the inner-lip gap (IOD) of the closed rest: GRID's silent closed frames measure 0.001-0.003
 _ROW = {int(p): i for i, p in enumerate(PCA_POINTS)}
+REST_FIXED = tuple(i for i in (*mesh.STABLE, *mesh.RIGHT_EYE_FOLD, *mesh.LEFT_EYE_FOLD, 1, 4) if i in _ROW)
 
 
 def shape_code(space: MotionSpace, neutral: np.ndarray, size: int) -> np.ndarray:
@@ -31,13 +32,18 @@ def shape_code(space: MotionSpace, neutral: np.ndarray, size: int) -> np.ndarray
     return offsets @ space.components[:size].T
 
 
+# points that stay put while the lips close: the pose-fitting points (forehead, nose bridge, face sides; the eye
+# corners among them follow their rings, which `_EYE_RINGS` holds) and the nose tip
+REST_FIXED_WEIGHT = 0.3  # how strongly they stay put, against the lip gaps' weight of 1
+
+
 def rest_expression(space: MotionSpace, neutral: np.ndarray) -> np.ndarray:
     """The expression coefficients [K] that close a photo's parted lips (zeros when they are closed already).
 
-    The most likely expression under the motion space's own statistics (coefficient variances ∝ the
-    components' energies) whose three central inner-lip gaps equal REST_GAP: the conditional mean of a
-    Gaussian prior given those linear constraints, c = E Jᵀ (J E Jᵀ)⁻¹ r. It is mostly the jaw and lip
-    components, so the chin rises with the lower lip, and the mouth corners (a smile) stay as photographed.
+    Weighted least squares in the motion space, with the components' energies as a Gaussian prior: the three
+    central inner-lip gaps go to REST_GAP (weight 1) while the eye corners, nose, forehead and cheeks stay
+    where they are (weight REST_FIXED_WEIGHT), so only the lips and jaw move (an unconstrained solution also
+    moved the eyes by up to 10 % of their distance on a smiling photo).
     """
     lm = np.asarray(neutral, np.float64)[:, :2]
     shape0 = tracker.to_canonical(lm, tracker.fit_pose(lm, space.canon))
@@ -47,12 +53,13 @@ def rest_expression(space: MotionSpace, neutral: np.ndarray) -> np.ndarray:
         return np.zeros(k)
     comps = space.components[:k].reshape(k, -1, 2)  # [K, P, 2] offsets per unit coefficient, IOD units
     down = np.array([0.0, 1.0])  # the canonical frame is upright
-    jac = np.stack([(comps[:, _ROW[b]] - comps[:, _ROW[a]]) @ down for a, b in mesh.MOUTH_GAP_PAIRS])  # [3, K]
+    gap_rows = np.stack([(comps[:, _ROW[b]] - comps[:, _ROW[a]]) @ down for a, b in mesh.MOUTH_GAP_PAIRS])  # [3, K]
     gaps = np.array([(shape0[b] - shape0[a]) @ down for a, b in mesh.MOUTH_GAP_PAIRS]) / iod0
-    prior = space.energy[:k]
-    gram = (jac * prior) @ jac.T
-    gram += np.eye(len(gram)) * 1e-9 * np.trace(gram)
-    return prior * (jac.T @ np.linalg.solve(gram, REST_GAP - gaps))
+    fixed_rows = np.concatenate([comps[:, _ROW[i]].T for i in REST_FIXED])  # [2·len(REST_FIXED), K]
+    rows = np.concatenate([gap_rows, REST_FIXED_WEIGHT * fixed_rows])
+    target = np.concatenate([REST_GAP - gaps, np.zeros(len(fixed_rows))])
+    prior = 1e-6 * np.trace(rows.T @ rows) / k / space.energy[:k]  # weak: picks the likelier of near-equal fits
+    return np.linalg.solve(rows.T @ rows + np.diag(prior), rows.T @ target)
 
 
 def rest_landmarks(space: MotionSpace, neutral: np.ndarray) -> np.ndarray:
