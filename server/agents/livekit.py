@@ -112,15 +112,21 @@ def run_worker(url: str, api_key: str, api_secret: str, *, preset: str = "motion
 
     async def entrypoint(ctx: JobContext) -> None:
         await ctx.connect()
-        load.active += 1
-        generator = await asyncio.to_thread(LiveheadVideoGenerator, runners, avatar)
-        runner = AvatarRunner(ctx.room, audio_recv=DataStreamAudioReceiver(ctx.room), video_gen=generator,
-                              options=generator.options)
+        load.active += 1  # counted from the start, so dispatch sees a job that is still being set up
+        try:
+            generator = await asyncio.to_thread(LiveheadVideoGenerator, runners, avatar)
+            runner = AvatarRunner(ctx.room, audio_recv=DataStreamAudioReceiver(ctx.room), video_gen=generator,
+                                  options=generator.options)
+        except BaseException:
+            load.active -= 1  # a job that never started holds no slot
+            raise
 
         async def shutdown(*_args) -> None:
-            await runner.aclose()
-            await generator.aclose()
-            load.active -= 1
+            try:
+                await runner.aclose()
+                await generator.aclose()
+            finally:
+                load.active -= 1
 
         ctx.add_shutdown_callback(shutdown)
         await runner.start()
