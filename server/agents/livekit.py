@@ -12,7 +12,8 @@ and frames; the next frame is the rest portrait.
 
 `run_worker` (`livehead livekit-worker`) registers an avatar worker with a LiveKit server: each job joins its
 room, receives the agent's audio over LiveKit data streams and publishes the avatar's video and audio.
-Its load is active sessions / `--max-sessions`; LiveKit dispatches new jobs to workers below `load_threshold`.
+Its load is active sessions / its capacity (measured at start as `livehead serve` measures its admission capacity,
+or `--max-sessions`); LiveKit dispatches new jobs to workers below `load_threshold`.
 """
 
 from __future__ import annotations
@@ -89,8 +90,21 @@ class WorkerLoad:
         return min(self.active / self.capacity, 1.0)
 
 
+def worker_capacity(runners, avatar, max_sessions: int = 16, batch: int = 4) -> int:
+    """The sessions this machine keeps at real time, measured as `livehead serve` measures its admission
+    capacity (`pacing.measured_capacity`): one chunk alone and a batch of `batch` chunks, on silence."""
+    from livehead.engine.eval.bench import chunk_seconds
+    from livehead.server.webrtc.pacing import MODEL_SHARE, measured_capacity
+
+    s = runners.cfg.stream
+    alone = float(np.median(chunk_seconds(runners, avatar, 1, 5)[1:]))
+    batched = float(np.median(chunk_seconds(runners, avatar, batch, 3)))
+    return measured_capacity(alone, batched, batch, s.clip_frames, s.fps, MODEL_SHARE, max_sessions)[1]
+
+
 def run_worker(url: str, api_key: str, api_secret: str, *, preset: str = "motion", image=None,
-               max_sessions: int = 1, agent_name: str = "livehead-avatar", threads: int | None = None) -> None:
+               max_sessions: int | None = None, agent_name: str = "livehead-avatar",
+               threads: int | None = None) -> None:
     """Register an avatar worker with the LiveKit server at `url` and serve jobs until interrupted."""
     import torch
     from livekit.agents import JobContext, JobExecutorType, Worker, WorkerOptions, WorkerType
@@ -102,13 +116,16 @@ def run_worker(url: str, api_key: str, api_secret: str, *, preset: str = "motion
         raise InputError(f"--url must be the LiveKit server's ws(s):// or http(s):// address, got {url!r}")
     if not api_key or not api_secret:
         raise InputError("--api-key and --api-secret are required (or LIVEKIT_API_KEY / LIVEKIT_API_SECRET)")
-    load = WorkerLoad(max_sessions)
+    if max_sessions is not None and max_sessions < 1:
+        raise InputError(f"--max-sessions must be at least 1, got {max_sessions}")
     if threads:
         torch.set_num_threads(threads)
     cfg = ModelConfig.from_name(preset)
     runners = torch_runners(load_model(cfg))
     picture = portrait_for(cfg, image) if image is not None else bundled_demo(cfg)[0]
     avatar = prepare_avatar(runners, picture.image, picture.mask)
+    load = WorkerLoad(max_sessions or worker_capacity(runners, avatar))
+    log.info("livehead worker: capacity %d sessions of %s at %d px", load.capacity, cfg.name, cfg.stream.image_size)
 
     async def entrypoint(ctx: JobContext) -> None:
         await ctx.connect()

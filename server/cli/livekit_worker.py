@@ -15,7 +15,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--api-secret", default=os.environ.get("LIVEKIT_API_SECRET"), help="API secret (LIVEKIT_API_SECRET)")
     p.add_argument("--image", help="portrait photo (default: the bundled one)")
     p.add_argument("--preset", default="motion")
-    p.add_argument("--max-sessions", type=int, default=1, help="sessions this worker takes; its load = active / this")
+    p.add_argument("--max-sessions", type=int, default=None, help="sessions this worker takes (default: the capacity "
+                   "measured at start, as `livehead serve` measures it); its load = active / this")
     p.add_argument("--agent-name", default="livehead-avatar", help="the name agents dispatch the avatar by")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     return p

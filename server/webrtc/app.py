@@ -34,8 +34,9 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from livehead.engine.common.errors import InputError
+from livehead.engine.eval.bench import chunk_seconds
 from livehead.engine.media.bundled import DEFAULT_IMAGE
-from livehead.engine.runtime.session import Session, denoise_jobs
+from livehead.engine.runtime.session import Session
 from livehead.server.webrtc import pacing
 from livehead.server.webrtc.aiortc_private import negotiated_codec, shorten_audio_jitter_buffer
 from livehead.server.webrtc.avatars import MAX_UPLOAD_BYTES, AvatarStore
@@ -47,8 +48,6 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_MESSAGE = 4096  # data-channel message bound (bytes)
 COMPUTE_HEADROOM = 1.5  # latency budget per clip = headroom × clip compute measured alone at start: on 2
 # cores a clip takes 1.1-1.6× longer in the server (event loop, codecs and the decode stage share the cores)
-MODEL_SHARE = 1.0  # CPU seconds per second the admitted sessions' generation may use (of the cores the model
-# threads get); the rest of the machine stays with the event loop, the codecs and the network
 WARMUP_CLIPS = 5
 PLACEHOLDER_PAGE = """<!doctype html><meta charset="utf-8"><title>livehead</title>
 <p>livehead server is running. The browser page (server/static/index.html) is not installed;
@@ -182,11 +181,10 @@ class LiveServer:
         self.compute_batch_s = self.compute_s if batch == 1 else \
             float(np.median(await self.worker.run(_time_batches, self.runners, entry.avatar, batch, 3)))
         self.latency = self.latency_for(1)
-        rounds_per_s = s.fps / s.clip_frames
-        marginal = (self.compute_batch_s - self.compute_s) / (batch - 1) if batch > 1 else self.compute_s
-        self.load_per_session = max(marginal, self.compute_s / batch) * rounds_per_s
-        self.capacity = self.config.capacity or pacing.capacity(self.compute_s * rounds_per_s, self.load_per_session,
-                                                                MODEL_SHARE, self.config.max_sessions)
+        self.load_per_session, measured = pacing.measured_capacity(
+            self.compute_s, self.compute_batch_s, batch, s.clip_frames, s.fps, pacing.MODEL_SHARE,
+            self.config.max_sessions)
+        self.capacity = self.config.capacity or measured
         log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
                  "margin %.3f s); %d clips batched compute in %.3f s; capacity %d sessions of %s at %d px "
                  "(%.2f CPU s/s each)", self.latency, self.first_clip_audio_s, self.compute_s, self.config.margin,
@@ -455,24 +453,9 @@ async def _read_image_body(request: web.Request) -> bytes:
 
 
 def _time_batches(runners, avatar, batch: int, rounds: int) -> list[float]:
-    """Seconds per round of `batch` sessions' clips (prepare → one batched denoise → decode), on silence.
-
-    Runs on the worker thread at start: warms the model up and measures the compute the latency budgets.
-    """
-    sessions = [Session(runners, avatar, seed=i) for i in range(batch)]
-    s = runners.cfg.stream
-    need = sessions[0].features.required_span(rounds * s.clip_frames + s.clip_frames, 1, s.fps)[1]  # the last clip's
-    for session in sessions:
-        session.push_audio(np.zeros(need, np.float32), session.sample_rate)
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        jobs = [session.prepare_clip() for session in sessions]
-        latents = denoise_jobs(runners, jobs)
-        for i, job in enumerate(jobs):
-            job.session.finish_clip(job, latents[i:i + 1])
-        times.append(time.perf_counter() - t)
-    return times
+    """Seconds per round of `batch` sessions' chunks, on silence (`engine.eval.bench.chunk_seconds`). Runs on the
+    worker thread at start: warms the model up and measures the compute the latency and capacity budget."""
+    return chunk_seconds(runners, avatar, batch, rounds)
 
 
 def create_app(runners, config: ServeConfig | None = None) -> web.Application:

@@ -17,6 +17,8 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
+MODEL_SHARE = 1.0  # CPU seconds per second admitted sessions' generation may use (`capacity`); the rest of the
+# machine stays with the event loop, the codecs and the network
 VIDEO_CLOCK = 90_000  # RTP video clock: pts unit = 1/90000 s
 AUDIO_RATE = 48_000  # outgoing audio sample rate (Opus)
 AUDIO_FRAME = 960  # samples per outgoing audio frame: 20 ms at 48 kHz
@@ -190,3 +192,13 @@ def capacity(alone_load: float, load_per_session: float, share: float, max_sessi
         return max_sessions
     extra = int(max(share - alone_load, 0.0) // load_per_session + 1e-9)
     return max(1, min(max_sessions, 1 + extra))
+
+
+def measured_capacity(alone_s: float, batch_s: float, batch: int, clip_frames: int, fps: int, share: float,
+                      max_sessions: int) -> tuple[float, int]:
+    """(CPU s/s each further session costs, sessions admitted) from one chunk's compute alone (`alone_s`) and a
+    batch of `batch` sessions' chunks (`batch_s`), at fps / clip_frames chunks per second (see `capacity`)."""
+    rounds_per_s = fps / clip_frames
+    marginal = (batch_s - alone_s) / (batch - 1) if batch > 1 else alone_s
+    load_per_session = max(marginal, alone_s / max(batch, 1)) * rounds_per_s
+    return load_per_session, capacity(alone_s * rounds_per_s, load_per_session, share, max_sessions)

@@ -144,3 +144,12 @@ def test_bad_input_and_load(avatar_model):
     assert load() == 0.5
     with pytest.raises(InputError, match="max-sessions"):
         WorkerLoad(0)
+
+
+def test_a_worker_measures_its_capacity_as_the_server_does(avatar_model):
+    from livehead.server.agents.livekit import worker_capacity
+
+    runners, avatar, _ = avatar_model
+    capacity = worker_capacity(runners, avatar, max_sessions=8)
+    assert isinstance(capacity, int) and 1 <= capacity <= 8
+    assert worker_capacity(runners, avatar, max_sessions=1) == 1

@@ -136,3 +136,11 @@ def test_latency_holds_when_the_machine_makes_less_than_real_time():
     late = [-0.2, -0.1, -0.3, -0.15]
     assert pacing.latency_step(late, 3.0, 0.3, 0.2, 2.0, 0.02, keeping_up=False) == 0.0  # overloaded: skip, hold
     assert pacing.latency_step(late, 3.0, 0.3, 0.2, 2.0, 0.02, keeping_up=True) > 0  # slower but keeping up: grow
+
+
+def test_measured_capacity_takes_the_batch_s_marginal_cost():
+    # alone 40 ms a chunk, a batch of 4 in 100 ms: each further session 20 ms a chunk, at 12.5 chunks/s
+    per, cap = pacing.measured_capacity(0.04, 0.10, 4, 2, 25, 1.0, 8)
+    assert per == pytest.approx(0.25)
+    assert cap == 1 + int((1.0 - 0.5) // 0.25)  # 0.5 s/s alone, 0.25 each more: 3
+    assert pacing.measured_capacity(0.04, 0.04, 1, 2, 25, 1.0, 8)[0] == pytest.approx(0.5)
