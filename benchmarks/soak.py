@@ -35,10 +35,10 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from livehead.client import FRAME, RATE, LoopbackClient
 from livehead.engine.eval.bench import machine_info, save_result
 from livehead.engine.media.audio_video import load_audio
 from livehead.engine.media.bundled import DEFAULT_AUDIO
-from livehead.server.client.client import FRAME, RATE, LoopbackClient
 
 ROOT = Path(__file__).resolve().parents[1]
 AV_LIMIT_S = 0.040

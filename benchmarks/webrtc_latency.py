@@ -41,11 +41,11 @@ import numpy as np
 import torch
 from aiohttp import web
 
+from livehead.client import RATE, LoopbackClient, av_offset, match_stamps, received_fps
 from livehead.engine.eval.bench import cpu_name
 from livehead.engine.model.config import ModelConfig
 from livehead.server.backends.runners import live_backend, make_runners
 from livehead.server.cli.serve import default_threads, with_output_size
-from livehead.server.client.client import RATE, LoopbackClient, av_offset, match_stamps, received_fps
 from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
 from livehead.server.webrtc.pacing import source_wall_time
 
