@@ -126,7 +126,8 @@ class AvatarStream:
         self.latency = latency if latency is not None else self.probe.latency(self.fps)
         self.lead = math.ceil(self.latency * self.fps)  # L: frames between writing audio and showing its frame
         compute = self.probe.compute_s if self.probe else self.latency / 2
-        self.restart = min(self.lead, math.ceil((COMPUTE_HEADROOM * compute + LATENCY_MARGIN_S) * self.fps))
+        # a clip started at tick p shows from tick p + restart on: its compute (with headroom) and one tick
+        self.restart = min(self.lead, math.ceil(COMPUTE_HEADROOM * compute * self.fps) + 1)
         self.max_ahead = max(int(max_ahead_s * self.fps), self.lead + self.clip_frames)
         self.session = Session(runners, avatar, seed=seed)
         self.rest = np.ascontiguousarray(avatar.image)

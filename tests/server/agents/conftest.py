@@ -1,4 +1,4 @@
-"""Shared model for the agent-adapter tests: the motion preset at 128 px (real time on a busy 2-core CPU)."""
+"""Shared model for the agent-adapter tests: the motion preset at 128 px on the backend `livehead serve` picks."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def avatar_model():
+    """One torch thread while the module runs (as `livehead serve` gives the model), restored after it: later
+    tests compare renders whose float rounding depends on the thread count."""
     import torch
 
-    from livehead import ModelConfig, bundled_demo, load_model, prepare_avatar, torch_runners
+    from livehead import ModelConfig, bundled_demo, prepare_avatar
+    from livehead.server.backends.runners import live_backend, make_runners
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     cfg = ModelConfig.from_name("motion")
     cfg = replace(cfg, stream=replace(cfg.stream, image_size=128))
-    runners = torch_runners(load_model(cfg))
+    runners = make_runners(cfg, live_backend(cfg, "auto"), progress=False)  # as `livehead serve` runs it
     picture, pcm16k = bundled_demo(cfg, 4.0)
     avatar = prepare_avatar(runners, picture.image, picture.mask)
-    return runners, avatar, pcm16k.astype(np.float32)
+    yield runners, avatar, pcm16k.astype(np.float32)
+    torch.set_num_threads(threads)
 
 
 def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
