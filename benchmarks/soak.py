@@ -133,6 +133,13 @@ async def metrics(http: aiohttp.ClientSession, base: str) -> dict:
         return parse_metrics(await resp.text())
 
 
+async def until_idle(http: aiohttp.ClientSession, base: str, timeout: float = 15.0) -> None:
+    """Wait until the server holds no session (the previous call's teardown has finished)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and (await metrics(http, base)).get("livehead_sessions", 0) > 0:
+        await asyncio.sleep(0.2)
+
+
 def speech_with_pause() -> np.ndarray:
     """The bundled speech then 1.5 s of silence, at 48 kHz: speech and idle in every loop."""
     pcm = load_audio(DEFAULT_AUDIO, sample_rate=RATE)
@@ -166,9 +173,11 @@ async def soak(base: str, minutes: float, every: float, cycles: int) -> dict:
             })
             print(json.dumps(samples[-1]), flush=True)
         await client.close()
+        await until_idle(http, base)
         await asyncio.sleep(2.0)
         before = await metrics(http, base)
         for i in range(cycles):
+            await until_idle(http, base)  # a closed call frees its slot asynchronously (capacity 1: 503 before)
             c = SoakClient(base, pcm)
             await c.connect()
             await asyncio.sleep(2.0)
