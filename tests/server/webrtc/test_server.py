@@ -133,7 +133,7 @@ def test_stream_end_to_end_fps_audio_first_frame_and_av_sync(live):
     assert len(client.got.audio) >= 250
     # (the adaptive latency moves in 20 ms steps taken in the speech's pauses, so stretches of the returned speech
     # sit 20-100 ms apart and one correlation peak over the whole take is lower than with a fixed delay: 0.37-0.56
-    # in clean-clone runs; unrelated audio stays under 0.1)
+    # in clean-clone runs)
     assert fig["xcorr_peak"] > 0.25, fig
     low, high = fig["latency_range"]  # the latency adapts while the call runs
     assert low - 0.06 <= fig["audio_delay_s"] <= high + 0.06, fig
