@@ -157,6 +157,13 @@ class StreamConfig:
     def window_frames(self) -> int:
         return self.motion_frames + self.clip_frames
 
+    def audio_needed(self, last_frame: int, sample_rate: int, window_end: int) -> int:
+        """Samples a chunk whose last new frame is `last_frame` waits for: `lookahead_s` past that frame's start,
+        at most the encoder window's end `window_end` (all of it when lookahead_s is None)."""
+        if self.lookahead_s is None:
+            return window_end
+        return min(window_end, last_frame * sample_rate // self.fps + round(self.lookahead_s * sample_rate))
+
     def __post_init__(self):
         if self.clip_frames < 1 or self.motion_frames < 0 or self.fps < 1:
             raise ValueError(f"stream needs clip_frames >= 1, motion_frames >= 0, fps >= 1, got {self}")

@@ -30,10 +30,7 @@ def session_audio_tokens(audio_stack: Callable[[torch.Tensor], torch.Tensor], cf
         window_first = first_new - s.motion_frames  # the clip's window: its motion prefix, then its new frames
         first, count = max(window_first, 0), s.window_frames - max(-window_first, 0)
         a, b = features.required_span(first, count, s.fps)
-        if s.lookahead_s is not None:  # past the look-ahead the session reads silence
-            b_read = min(b, (first + count - 1) * rate // s.fps + round(s.lookahead_s * rate))
-        else:
-            b_read = b
+        b_read = s.audio_needed(first + count - 1, rate, b)  # past the look-ahead the session reads silence
         window = np.zeros(b - a, np.float32)
         lo, hi = max(a, 0), min(b_read, len(padded))
         if hi > lo:

@@ -278,10 +278,7 @@ class Session:
         s = self.cfg.stream
         first, count = self.clip_audio_frames(clip)
         start, end = self.features.required_span(first, count, s.fps)
-        if s.lookahead_s is None:
-            return start, end, end
-        last = self._frame_sample(first + count - 1)
-        return start, end, min(end, last + round(s.lookahead_s * self.sample_rate))
+        return start, end, s.audio_needed(first + count - 1, self.sample_rate, end)
 
     def audio_needed(self, clip: int) -> int:
         """The sample count the stream must reach before `clip` can be generated."""

@@ -175,11 +175,11 @@ class LiveServer:
         session = Session(self.runners, entry.avatar, seed=self.config.seed)
         s = self.cfg.stream
         self.first_clip_audio_s = session.audio_needed(0) / session.sample_rate
-        times = await self.worker.run(_time_batches, self.runners, entry.avatar, 1, WARMUP_CLIPS)
+        times = await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, WARMUP_CLIPS)
         self.compute_s = float(np.median(times[1:]))
         batch = self.config.max_batch
         self.compute_batch_s = self.compute_s if batch == 1 else \
-            float(np.median(await self.worker.run(_time_batches, self.runners, entry.avatar, batch, 3)))
+            float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, 3)))
         self.latency = self.latency_for(1)
         self.load_per_session, measured = pacing.measured_capacity(
             self.compute_s, self.compute_batch_s, batch, s.clip_frames, s.fps, pacing.MODEL_SHARE,
@@ -450,12 +450,6 @@ async def _read_image_body(request: web.Request) -> bytes:
             raise ValueError("the multipart body has no file part; send the portrait as a file field")
         return await _read_limited(lambda: part.read_chunk(65536), MAX_UPLOAD_BYTES)
     return await _read_limited(lambda: request.content.read(65536), MAX_UPLOAD_BYTES)
-
-
-def _time_batches(runners, avatar, batch: int, rounds: int) -> list[float]:
-    """Seconds per round of `batch` sessions' chunks, on silence (`engine.eval.bench.chunk_seconds`). Runs on the
-    worker thread at start: warms the model up and measures the compute the latency and capacity budget."""
-    return chunk_seconds(runners, avatar, batch, rounds)
 
 
 def create_app(runners, config: ServeConfig | None = None) -> web.Application:

@@ -176,7 +176,7 @@ class LiveMedia:
             self.first_audio_at = now
         self.anchor(now - pcm48.size / AUDIO_RATE)
         self.mic_chunks += 1
-        quiet = float(np.sqrt(np.mean(pcm48 * pcm48))) < QUIET_RMS
+        quiet = _quiet(pcm48)
         after = (self.timeline48 + pcm48.size) / AUDIO_RATE
         if not pacing.keep_input(after, now - self.t0, quiet, COMPACT_AFTER_S, MAX_AHEAD_S):
             self.mic_dropped += 1
