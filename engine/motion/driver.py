@@ -14,17 +14,29 @@ frames so far, so the same filter serves a live camera and an offline file with 
     motion = driver.push(frame)                        # uint8 RGB [H, W, 3] → float64 [M] (None before a face)
     smoother = MotionSmoother(smoothing=0.5)           # the same causal filter over a whole sequence
     smooth = smoother.filter_sequence(motion)          # [F, M] → [F, M]
+
+Live driving of a streaming session (`Session.drive_with`): camera motions are stamped with the session
+timeline's time (s) they were captured at and read back at each output frame's time, interpolated:
+
+    camera = CameraTimeline(voice=True)                # voice=True: the camera moves head and eyes only
+    camera.add(t, driver.push(frame))                  # any thread
+    motion = combine_camera(generated, camera.at(times), k, voice=True)   # [N, M] each
+
+The rule (`combine_camera`): with a voice, the camera gives the head pose and the eyelids and the voice's
+generated motion keeps the expression (mouth, brows); without one, the camera's motion is used whole.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from livehead.engine.common.constants import FPS
 from livehead.engine.common.errors import InputError
-from livehead.engine.motion.space import MotionSpace
+from livehead.engine.motion.space import N_EYES, N_POSE, MotionSpace
 from livehead.engine.motion.tracker import FaceTracker
 
 TRANSFER_MODES = ("relative", "absolute")
@@ -33,6 +45,7 @@ FASTEST_CUTOFF_HZ = 12.0  # One Euro minimum cutoff at smoothing → 0 (a light 
 SLOWEST_CUTOFF_HZ = 0.6  # ... at smoothing 1 (a held, slow face)
 SPEED_GAIN = 4.0  # One Euro beta: how much faster the cutoff grows with the signal's speed (per unit/s)
 DERIVATIVE_CUTOFF_HZ = 1.0  # cutoff of the speed estimate itself
+CAMERA_KEEP_S = 10.0  # camera motions kept behind the newest (a session's latency is at most 2 s)
 
 
 def _alpha(cutoff_hz: np.ndarray | float, fps: float) -> np.ndarray:
@@ -150,3 +163,71 @@ class MotionDriver:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def combine_camera(generated: np.ndarray, camera: np.ndarray, k: int, voice: bool) -> np.ndarray:
+    """Generated motion [N, M] and camera motion [N, M] (same layout: K expression, 2 eyelids, 4 pose) → the
+    motion shown [N, M]: with `voice`, the generated expression with the camera's eyelids and head pose;
+    without, the camera's motion."""
+    generated, camera = np.asarray(generated, np.float64), np.asarray(camera, np.float64)
+    if generated.shape != camera.shape:
+        raise ValueError(f"generated {list(generated.shape)} and camera {list(camera.shape)} motion differ")
+    if not voice:
+        return camera.copy()
+    out = generated.copy()
+    out[:, k:k + N_EYES + N_POSE] = camera[:, k:k + N_EYES + N_POSE]
+    return out
+
+
+class CameraTimeline:
+    """Camera motions [M] stamped with the session timeline's time (s) they show; thread-safe.
+
+    `at(times)` interpolates linearly between the stamps around each time; before the first stamp it gives
+    the first motion, after the last the last one (a camera that lags holds its newest face); None while
+    empty. voice: whether a voice drives the same session (then the camera moves head and eyes only,
+    `combine_camera`). `clear()` forgets every motion (a barge-in, a new neutral)."""
+
+    def __init__(self, voice: bool = False, keep_s: float = CAMERA_KEEP_S):
+        self.voice = voice
+        self.keep_s = keep_s
+        self._lock = threading.Lock()
+        self._times: deque[float] = deque()
+        self._motions: deque[np.ndarray] = deque()
+        self.added = 0
+
+    def add(self, t: float, motion: np.ndarray) -> None:
+        """A motion [M] shown at timeline time t (s); a stamp not after the newest replaces the newer ones."""
+        motion = np.asarray(motion, np.float64).copy()
+        with self._lock:
+            while self._times and self._times[-1] >= t:  # the timeline was cut back (barge-in): rewrite
+                self._times.pop()
+                self._motions.pop()
+            self._times.append(float(t))
+            self._motions.append(motion)
+            while len(self._times) > 2 and self._times[1] < t - self.keep_s:
+                self._times.popleft()
+                self._motions.popleft()
+            self.added += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._times.clear()
+            self._motions.clear()
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def at(self, times: np.ndarray) -> np.ndarray | None:
+        """Timeline times [N] s → camera motion [N, M] (linear between stamps, held at the ends); None if empty."""
+        with self._lock:
+            if not self._times:
+                return None
+            stamps = np.fromiter(self._times, np.float64, len(self._times))
+            motions = np.stack(self._motions)
+        times = np.asarray(times, np.float64)
+        j = np.clip(np.searchsorted(stamps, times, side="right"), 1, max(len(stamps) - 1, 1))
+        if len(stamps) == 1:
+            return np.repeat(motions, len(times), axis=0)
+        t0, t1 = stamps[j - 1], stamps[j]
+        w = np.clip((times - t0) / np.maximum(t1 - t0, 1e-9), 0.0, 1.0)[:, None]
+        return motions[j - 1] * (1 - w) + motions[j] * w

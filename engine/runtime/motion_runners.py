@@ -47,6 +47,7 @@ from livehead.engine.model.mouth_refiner import (
     refine_frame,
 )
 from livehead.engine.model.voice_activity import VoiceActivityProbe, load_voice_probe, voice_gate
+from livehead.engine.motion.driver import combine_camera
 from livehead.engine.motion.renderer import PhotoRenderer
 from livehead.engine.motion.shape import rest_landmarks, shape_code
 from livehead.engine.motion.space import MotionSpace, default_motion_space
@@ -62,6 +63,7 @@ class MotionAvatar:
     shape: torch.Tensor
     mouth_crop: np.ndarray  # uint8 [S, S, 3] the photo's own mouth, what the mouth refiner reads
     rest: np.ndarray  # float64 [478, 2] the photo's face with closed lips: generated motion is decoded onto it
+    neutral_expression: np.ndarray  # float64 [K] the photo's own face relative to its rest (0: lips closed)
 
     @property
     def neutral(self) -> np.ndarray:
@@ -107,7 +109,9 @@ class MotionRunners:
         rest = rest_landmarks(self.space, renderer.neutral)
         shape = torch.as_tensor(shape_code(self.space, rest, self.cfg.motion.shape_dim), dtype=torch.float32)
         crop = neutral_mouth_crop(renderer.image, renderer.neutral, MouthRefinerConfig.size)
-        return MotionAvatar(renderer=renderer, shape=shape.reshape(1, -1, 1, 1), mouth_crop=crop, rest=rest)
+        own = self.space.encode(renderer.neutral[None], neutral=rest)[0, :self.space.k]
+        return MotionAvatar(renderer=renderer, shape=shape.reshape(1, -1, 1, 1), mouth_crop=crop, rest=rest,
+                            neutral_expression=own)
 
     # ---- Runners -----------------------------------------------------------------------------------
     def neutral_latent(self) -> torch.Tensor:
@@ -151,6 +155,18 @@ class MotionRunners:
         if probe is None or known < probe.cfg.hold:
             return None
         return voice_gate(probe.probability(audio.float().cpu()), known, probe.cfg)
+
+    def drive(self, latents: torch.Tensor, camera: np.ndarray, voice: bool, reference: MotionAvatar) -> torch.Tensor:
+        """Generated latents [N, D, 1, 1] and camera motion [N, M] (relative to the driver's neutral face) →
+        the latents to decode (`engine.motion.driver.combine_camera`). Without a voice the camera's expression
+        is moved onto the photo's own face: decoding happens on the rest shape, so the photo-to-rest offset
+        (`MotionAvatar.neutral_expression`, 0 for a photo with closed lips) is added."""
+        generated = self.denormalise(latents[:, :, 0, 0].float().cpu()).numpy().astype(np.float64)
+        camera = np.asarray(camera, np.float64).copy()
+        if not voice:
+            camera[:, :self.space.k] += reference.neutral_expression
+        motion = combine_camera(generated, camera, self.space.k, voice)
+        return self.normalise(torch.as_tensor(motion, dtype=torch.float32))[:, :, None, None]
 
     def decode(self, latents: torch.Tensor, reference: MotionAvatar | None = None) -> torch.Tensor:
         """latents [N, D, 1, 1] → frames [N, 3, H, W] in [0, 1]: the avatar's photo moved to each motion."""

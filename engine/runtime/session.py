@@ -7,6 +7,7 @@
         show(frame.image, frame.pts)
     session.flush()                                        # end of speech: finish the tail
     session.clear()                                        # barge-in: drop pending audio and frames
+    session.drive_with(CameraTimeline(voice=True))         # motion tier: a camera moves head and eyes
 
 Data flow per clip k (`F` = clip_frames new frames, `n` = motion_frames known frames):
 audio ring → per-frame audio tokens (rolling Whisper window, running log-mel max) → window of
@@ -16,6 +17,10 @@ VAE decode of the F new latents → frames k·F … k·F+F−1 at pts = index / 
 
 Everything is a deterministic function of the audio stream and the seed: the same audio pushed in
 20 ms pieces or in one piece gives the same frames.
+
+Live driving (motion tier): with a `CameraTimeline` attached, each frame's generated motion is combined
+with the camera motion stamped at the frame's time (pts) before it is rendered (`engine.motion.driver`:
+with a voice the camera moves head and eyes, without one everything); frame k shows the camera at k / fps.
 """
 
 from __future__ import annotations
@@ -95,14 +100,15 @@ class VideoFrame:
 @dataclass
 class ClipJob:
     """One clip's denoising inputs. tokens [1, n+F, Ta, Ca], noise [1, 4, F, s, s],
-    prefix_noise and motion [1, 4, n, s, s]; `epoch` ties it to the session state it was taken from."""
+    prefix_noise and motion [1, 4, n, s, s]; `epoch` ties it to the session state it was taken from.
+    tokens, noise and prefix_noise are None for a camera-only session's clip (nothing is generated)."""
 
     session: Session
     clip: int
     epoch: int
-    tokens: torch.Tensor
-    noise: torch.Tensor
-    prefix_noise: torch.Tensor
+    tokens: torch.Tensor | None
+    noise: torch.Tensor | None
+    prefix_noise: torch.Tensor | None
     motion: torch.Tensor
 
 
@@ -115,6 +121,14 @@ def denoise_jobs(runners: Runners, jobs: list[ClipJob]) -> torch.Tensor:
     """
     cfg = runners.cfg
     n = cfg.stream.motion_frames
+    held = [j.tokens is None for j in jobs]  # camera-only sessions: nothing to generate (`Session.camera_only`)
+    if any(held):
+        out = torch.cat([j.motion[:, :, -1:].expand(-1, -1, cfg.stream.clip_frames, -1, -1).float() for j in jobs])
+        model_jobs = [j for j, h in zip(jobs, held) if not h]
+        if model_jobs:
+            rows = [i for i, h in enumerate(held) if not h]
+            out[rows] = denoise_jobs(runners, model_jobs)
+        return out
     sampler = jobs[0].session.sampler
     tokens = torch.cat([j.tokens for j in jobs])
     face = torch.cat([j.session.avatar.face for j in jobs])
@@ -208,6 +222,7 @@ class Session:
         self.epoch = 0  # bumped by clear(): in-flight clips of an older epoch are dropped
         self.in_flight = False
         self.dropped_frames = 0
+        self.camera = None  # a CameraTimeline (motion tier): see drive_with
 
     # ---- input ---------------------------------------------------------------------------
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
@@ -230,6 +245,20 @@ class Session:
             pcm = stream.push(pcm.astype(np.float32))
         with self.lock:
             self.ring.append(np.clip(pcm, -1.0, 1.0).astype(np.float32))
+
+    def drive_with(self, camera) -> None:
+        """Attach a `engine.motion.driver.CameraTimeline` (None detaches): frames rendered from now on follow
+        its motion at their pts. Only the motion tier renders from motion; other presets raise InputError."""
+        if camera is not None and getattr(self.cfg, "motion", None) is None:
+            raise InputError(f"camera driving needs a motion-tier preset (e.g. motion); {self.cfg.name!r} "
+                             "renders pixels directly")
+        self.camera = camera
+
+    @property
+    def camera_only(self) -> bool:
+        """A camera without a voice drives this session: its clips skip audio features and the generator (the
+        frames show the camera's motion whole) and hold the last motion frames as their prefix."""
+        return self.camera is not None and not self.camera.voice
 
     def flush(self) -> None:
         """End of stream: the tail is generated with silence as look-ahead; frame count = ⌈duration·fps⌉."""
@@ -308,12 +337,16 @@ class Session:
             s, k = self.cfg.stream, self.next_clip
             first, count = self.clip_audio_frames(k)
             a, b, needed = self.audio_span(k)
+            self.in_flight = True
+            epoch = self.epoch
+            if self.camera_only:  # the camera gives every channel: no audio features, no generator pass
+                self.ring.forget_before(a)
+                return ClipJob(session=self, clip=k, epoch=epoch, tokens=None, noise=None, prefix_noise=None,
+                               motion=self.motion)
             audio = self.ring.read(a, b)
             audio[max(needed - a, 0):] = 0.0  # past the look-ahead: silence, whatever has arrived
             tokens = self.features.tokens_for_frames(audio, a, first, count, s.fps)
             self.ring.forget_before(a)
-            self.in_flight = True
-            epoch = self.epoch
         if count < s.window_frames:  # first clip: the reference prefix gets frame 0's audio (clamped)
             tokens = torch.cat([tokens[:1].expand(s.window_frames - count, -1, -1), tokens])
         noise, prefix_noise = self._clip_noise(k)
@@ -347,13 +380,20 @@ class Session:
         with self.lock:
             if job.epoch != self.epoch:
                 return []
-        images = to_uint8(self.runners.decode(latents[0].permute(1, 0, 2, 3), self.avatar.decoder_reference))
+        latents = latents[0].permute(1, 0, 2, 3)  # [F, C, s, s]
+        camera = self.camera
+        if camera is not None:
+            first = job.clip * s.clip_frames
+            driving = camera.at((first + np.arange(len(latents))) / s.fps)
+            if driving is not None:
+                latents = self.runners.drive(latents, driving, camera.voice, self.avatar.decoder_reference)
+        images = to_uint8(self.runners.decode(latents, self.avatar.decoder_reference))
         out = []
         for j, image in enumerate(images):
             index = job.clip * s.clip_frames + j
             if self.total_frames is not None and index >= self.total_frames:
                 break
-            out.append(VideoFrame(index=index, pts=index / s.fps, image=image, latent=latents[0, :, j]))
+            out.append(VideoFrame(index=index, pts=index / s.fps, image=image, latent=latents[j]))
         with self.lock:
             if job.epoch != self.epoch:  # cleared while decoding
                 return []
