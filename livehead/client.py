@@ -14,8 +14,9 @@
 
 `Client` (the `LoopbackClient` of `livehead.server.client.client`) also takes `avatar` (an id from
 `POST /avatars`), `token` (the server's `--token`), `stamps` (per-tick stamps for measurements),
-`decode_video=False` (time packets only); `client.send({"type": "clear"})` is a barge-in. The measurement
-helpers (`av_offset`, `match_stamps`, `received_fps`) are the ones the tests and benchmarks use.
+`decode_video=False` (time packets only), `camera` (uint8 RGB frames [F, H, W, 3] sent as a looping camera
+that drives the avatar); `client.send({"type": "clear"})` is a barge-in. The measurement helpers (`av_offset`,
+`match_stamps`, `received_fps`, `signal_lag`) are the ones the tests and benchmarks use.
 Reference: docs/client.md.
 """
 
@@ -28,11 +29,13 @@ from livehead.server.client.client import (
     RATE,
     LoopbackClient,
     PacedAudioTrack,
+    PacedVideoTrack,
     Received,
     av_offset,
     content_lag,
     match_stamps,
     received_fps,
+    signal_lag,
 )
 
 Client = LoopbackClient
@@ -45,5 +48,5 @@ def load_speech(path: str) -> np.ndarray:
     return load_audio(path, sample_rate=RATE).astype(np.float32)
 
 
-__all__ = ["FRAME", "RATE", "Client", "LoopbackClient", "PacedAudioTrack", "Received", "av_offset", "content_lag",
-           "load_speech", "match_stamps", "received_fps"]
+__all__ = ["FRAME", "RATE", "Client", "LoopbackClient", "PacedAudioTrack", "PacedVideoTrack", "Received", "av_offset",
+           "content_lag", "load_speech", "match_stamps", "received_fps", "signal_lag"]

@@ -2,6 +2,7 @@
 
     client = LoopbackClient("http://127.0.0.1:8080", speech_48k)   # float32 mono at 48 kHz, sent as the mic
     await client.connect()          # offer: mic audio (sendrecv) + a recvonly video transceiver + a data channel
+                                    # (camera=frames: the video transceiver sends them as the camera, sendrecv)
     await client.run(5.0)           # receive for 5 s (video frames, audio, per-tick stamps)
     await client.close()
 
@@ -79,6 +80,38 @@ class PacedAudioTrack(MediaStreamTrack):
         return frame
 
 
+class PacedVideoTrack(MediaStreamTrack):
+    """Camera stand-in: uint8 RGB frames [F, H, W, 3] sent in real time at `fps`, looping.
+
+    `sent` = (wall time frame i left, i modulo F) for every frame sent."""
+
+    kind = "video"
+
+    def __init__(self, frames: np.ndarray, fps: float = 25.0):
+        super().__init__()
+        self.frames = np.asarray(frames, np.uint8)
+        self.fps = fps
+        self.start: float | None = None
+        self.i = 0
+        self.sent: list[tuple[float, int]] = []
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.start is None:
+            self.start = time.monotonic()
+        wait = self.start + self.i / self.fps - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        j = self.i % len(self.frames)
+        frame = av.VideoFrame.from_ndarray(self.frames[j], format="rgb24")
+        frame.pts = round(self.i * VIDEO_CLOCK / self.fps)
+        frame.time_base = Fraction(1, VIDEO_CLOCK)
+        self.sent.append((time.monotonic(), j))
+        self.i += 1
+        return frame
+
+
 @dataclass
 class Received:
     video: list[tuple[float, int]] = field(default_factory=list)  # decoded: (arrival, pts in 1/90000 s from the first)
@@ -92,10 +125,13 @@ class Received:
 
 class LoopbackClient:
     def __init__(self, base_url: str, pcm48: np.ndarray | None, avatar: str | None = None,
-                 token: str | None = None, keep_images: bool = False, stamps: bool = True, decode_video: bool = True):
-        """decode_video=False: video packets are only timed (`got.video_packets`), never decoded (saves CPU)."""
+                 token: str | None = None, keep_images: bool = False, stamps: bool = True, decode_video: bool = True,
+                 camera: np.ndarray | None = None, camera_fps: float = 25.0):
+        """decode_video=False: video packets are only timed (`got.video_packets`), never decoded (saves CPU).
+        camera: uint8 RGB frames [F, H, W, 3] sent as the camera (looping, `self.camera.sent` times them)."""
         self.base_url = base_url.rstrip("/")
         self.mic = PacedAudioTrack(pcm48) if pcm48 is not None else None
+        self.camera = PacedVideoTrack(camera, camera_fps) if camera is not None else None
         self.avatar = avatar
         self.token = token
         self.keep_images = keep_images
@@ -113,7 +149,10 @@ class LoopbackClient:
         pc = self.pc
         if self.mic is not None:
             pc.addTrack(self.mic)
-        pc.addTransceiver("video", direction="recvonly")
+        if self.camera is not None:
+            pc.addTrack(self.camera)  # sendrecv: the camera goes out, the avatar comes back
+        else:
+            pc.addTransceiver("video", direction="recvonly")
 
         @pc.on("track")
         def on_track(track):
@@ -280,6 +319,28 @@ def av_offset(recording: list[tuple[int, float, np.ndarray]], got: Received, fps
             "video_delay_s": video_delay, "av_offset_s": video_delay - audio_delay,
             "audio_matched": len(audio), "ticks_matched": len(pairs), "frames_matched": int(video.size),
             "repeat_share": 1 - len(first) / len(pairs) if pairs else float("nan")}
+
+
+def signal_lag(sent: list[tuple[float, float]], received: list[tuple[float, float]], max_lag: float = 1.5,
+               step: float = 0.005) -> tuple[float, float]:
+    """The delay (s) with which a signal sent as (time, value) pairs comes back as (time, value) pairs, and the
+    correlation at that delay: both are resampled on a common grid of `step` s and the received one is shifted
+    back by 0 … max_lag s; the shift with the highest Pearson correlation wins. E.g. the mouth opening of
+    camera frames as they left against that of the avatar's frames as they arrived: camera-to-screen delay."""
+    ts, vs = np.asarray(sent, np.float64).T
+    tr, vr = np.asarray(received, np.float64).T
+    best = (0.0, -1.0)
+    for lag in np.arange(0.0, max_lag + step / 2, step):
+        lo, hi = max(ts[0], tr[0] - lag), min(ts[-1], tr[-1] - lag)
+        if hi - lo < 1.0:
+            continue
+        grid = np.arange(lo, hi, step)
+        a, b = np.interp(grid, ts, vs), np.interp(grid + lag, tr, vr)
+        if a.std() > 0 and b.std() > 0:
+            r = float(np.corrcoef(a, b)[0, 1])
+            if r > best[1]:
+                best = (float(lag), r)
+    return best
 
 
 def received_fps(video: list[tuple[float, int]], t_from: float, seconds: float) -> float:

@@ -11,8 +11,13 @@ Routes
     GET  /         the page (server/static/index.html), GET /static/NAME its assets
     GET  /healthz  JSON status; GET /metrics  Prometheus text
 
+Camera: an offer that sends video (the page's "camera" option) drives the avatar with the tracked face
+(server/webrtc/camera.py): with a mic the camera moves head and eyes and the voice the mouth, without one the
+camera moves everything (motion preset only; other presets ignore the camera, logged).
+
 Data channel (any label, JSON text): {"type": "clear"} drops queued frames and audio (barge-in) and
-answers {"type": "cleared"}; {"type": "stamps", "enable": true} sends a {"type": "frame"} stamp per
+answers {"type": "cleared"}; {"type": "neutral"} takes the camera's next face as its neutral (answers
+{"type": "neutral"}); {"type": "stamps", "enable": true} sends a {"type": "frame"} stamp per
 video tick (tick, pts, generated frame index, its source-audio time and arrival wall time, send time:
 used by the tests and benchmarks to measure A/V offset); {"type": "ping", "t": x} → {"type": "pong"}.
 """
@@ -40,6 +45,7 @@ from livehead.engine.runtime.session import Session
 from livehead.server.webrtc import pacing
 from livehead.server.webrtc.aiortc_private import negotiated_codec, shorten_audio_jitter_buffer
 from livehead.server.webrtc.avatars import MAX_UPLOAD_BYTES, AvatarStore
+from livehead.server.webrtc.camera import CameraFeed
 from livehead.server.webrtc.tracks import AvatarVideoTrack, DelayedAudioTrack, LiveMedia, consume_mic
 from livehead.server.webrtc.worker import GenerationWorker
 
@@ -97,6 +103,7 @@ class Peer:
         self.tasks: set[asyncio.Task] = set()
         self.timers: list[asyncio.TimerHandle] = []
         self.has_mic = False
+        self.camera: CameraFeed | None = None  # the peer's camera driving the avatar, if it sends one
         self.closed = False
         self.created = time.monotonic()
 
@@ -280,7 +287,17 @@ class LiveServer:
                         shorten_audio_jitter_buffer(receiver)
                 peer.has_mic = True
                 media.mic_track = track
+                if peer.camera is not None:  # a camera beside a voice moves head and eyes only
+                    peer.camera.timeline.voice = True
                 peer.spawn(consume_mic(track, media))
+            elif track.kind == "video" and peer.camera is None:
+                try:
+                    peer.camera = CameraFeed(media, self.runners.space, voice=peer.has_mic)
+                except (InputError, AttributeError):
+                    log.warning("session %s: camera ignored: the %s preset cannot be driven by a camera (use the "
+                                "motion preset)", peer.id, self.cfg.name)
+                    return
+                peer.spawn(peer.camera.consume(track))
 
         @pc.on("datachannel")
         def on_datachannel(channel):
@@ -321,7 +338,8 @@ class LiveServer:
         self.worker.add(session, media)
         self.sessions_total += 1
         peer.later(self.config.connect_timeout, lambda: self._connect_deadline(peer))
-        log.info("session %s: offer accepted (avatar %s, mic %s)", peer.id, peer.avatar_entry.id, peer.has_mic)
+        log.info("session %s: offer accepted (avatar %s, mic %s, camera %s)", peer.id, peer.avatar_entry.id,
+                 peer.has_mic, peer.camera is not None)
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
                                   "session": peer.id, "latency": media.latency})
 
@@ -349,10 +367,16 @@ class LiveServer:
             reply = {"type": "cleared", "at": now}
         elif kind == "stamps":
             media.stamps = bool(msg.get("enable", True))
+        elif kind == "neutral":
+            if peer.camera is None:
+                reply = {"type": "error", "error": "no camera is driving this session: neutral needs one"}
+            else:
+                peer.camera.reset_neutral()
+                reply = {"type": "neutral", "at": now}
         elif kind == "ping":
             reply = {"type": "pong", "t": msg.get("t"), "server": now}
         else:
-            reply = {"type": "error", "error": f"unknown message type {kind!r}; use clear, stamps or ping"}
+            reply = {"type": "error", "error": f"unknown message type {kind!r}; use clear, stamps, neutral or ping"}
         if reply is not None and channel.readyState == "open":
             channel.send(json.dumps(reply))
 

@@ -99,4 +99,13 @@ def render(server) -> str:
           "Mean first-frame delay of the latest closed sessions.", [("", sum(recent) / len(recent))] if recent else [])
     _line(out, "livehead_av_offset_seconds", "gauge", "Video content delay minus audio content delay (last 2 s).",
           per(lambda m, p: m.av_offset))
+    _line(out, "livehead_camera_frames_tracked", "gauge", "Camera frames tracked (sessions driven by a camera).",
+          per(lambda m, p: p.camera.tracked if p.camera is not None else None))
+    _line(out, "livehead_camera_frames_dropped", "gauge", "Camera frames dropped because tracking fell behind.",
+          per(lambda m, p: p.camera.dropped if p.camera is not None else None))
+    _line(out, "livehead_camera_frames_without_face", "gauge", "Tracked camera frames that showed no face.",
+          per(lambda m, p: p.camera.without_face if p.camera is not None else None))
+    _line(out, "livehead_camera_track_seconds", "gauge", "Median face-tracking time of a camera frame.",
+          per(lambda m, p: p.camera.figures()["track_ms"] / 1000
+              if p.camera is not None and p.camera.track_ms else None))
     return "\n".join(out) + "\n"

@@ -150,6 +150,17 @@ def source_wall_time(chunks: Sequence[tuple[int, int, float]], sample: int, rate
     return arrival - (first + n - sample) / rate
 
 
+def timeline_time(chunks: Sequence[tuple[int, int, float]], now: float, rate: int) -> float | None:
+    """The timeline time (s) of what reaches the server at `now`: the newest appended chunk's end, which
+    arrived at its `arrival`, plus the time since (the timeline runs with the wall clock); None before any chunk.
+
+    chunks: ascending (first_sample, n_samples, arrival) of the audio appended to the timeline."""
+    if not chunks:
+        return None
+    first, n, arrival = chunks[-1]
+    return max(0.0, (first + n) / rate + now - arrival)
+
+
 def tick_frame(k: int, fps: int, shift_s: float) -> int:
     """The generated frame index a video tick k shows when the latency is `shift_s` above the tick clock's:
     the frame of timeline time k/fps − shift_s (floor; negative before the first frame)."""

@@ -1,9 +1,12 @@
-// livehead browser client: mic (or a local audio file) → WebRTC → the server's avatar video + delayed audio.
+// livehead browser client: mic (or a local audio file) and/or camera → WebRTC → the server's avatar video +
+// delayed audio.
 //
 // Signalling: POST /offer {sdp, type, avatar?} → {sdp, type}; no trickle ICE (the offer is sent once
 // gathering is complete, as aiortc expects). The offer carries the mic audio (sendrecv: the server sends
-// the speech back delayed by the pipeline latency, in sync with the video), a recvonly video transceiver
-// and a data channel for control messages ({"type": "clear"} = barge-in).
+// the speech back delayed by the pipeline latency, in sync with the video), a video transceiver (recvonly,
+// or sendrecv with the camera: the server tracks the face and drives the avatar with it; with a mic the camera
+// moves head and eyes and the voice the mouth, "camera only" moves everything) and a data channel for control
+// messages ({"type": "clear"} = barge-in, {"type": "neutral"} = take the camera's face now as its neutral).
 //
 // Stats come from RTCPeerConnection.getStats(): inbound video fps and framesDecoded, first-frame delay
 // (from the "start" click to the first decoded frame) and the selected candidate pair's round-trip time.
@@ -21,6 +24,7 @@ const state = {
   pc: null,
   dc: null,
   localStream: null,
+  cameraTrack: null,     // the camera's video track while it drives the avatar
   remoteStream: null,
   audioCtx: null,
   fileSource: null,
@@ -56,8 +60,12 @@ function setPhase(phase) {
   const live = phase !== 'idle';
   $('start-mic').disabled = live;
   $('play-file').disabled = live;
+  $('start-camera').disabled = live;
+  $('use-camera').disabled = live;
   $('stop').disabled = !live;
-  $('barge-in').disabled = !(live && state.dc && state.dc.readyState === 'open');
+  const open = live && state.dc && state.dc.readyState === 'open';
+  $('barge-in').disabled = !open;
+  $('neutral').disabled = !(open && state.cameraTrack);
 }
 
 function authHeaders(extra = {}) {
@@ -119,6 +127,25 @@ function chosenAvatar() {
 }
 
 // ------------------------------------------------------------------------------------------ sources
+
+async function cameraTrack() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new Error('this page cannot use the camera (open it over https or from localhost)');
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 25, max: 30 } },
+      audio: false,
+    });
+  } catch (err) {
+    throw new Error(`camera unavailable: ${err.name}${err.message ? ' – ' + err.message : ''}`);
+  }
+  const preview = $('camera-preview');
+  preview.srcObject = stream;
+  preview.hidden = false;
+  return stream.getVideoTracks()[0];
+}
 
 async function micStream() {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -196,11 +223,18 @@ async function start(kind) {
       const file = $('audio-file').files[0];
       if (!file) throw new Error('choose an audio file first');
       state.localStream = await fileStream(file);
-    } else {
+    } else if (kind === 'mic') {
       state.localStream = await micStream();
+    } else {
+      state.localStream = new MediaStream();
     }
     const [track] = state.localStream.getAudioTracks();
-    log(`${kind === 'file' ? 'file' : 'microphone'} track: ${track.label || track.id}`);
+    if (track) log(`${kind === 'file' ? 'file' : 'microphone'} track: ${track.label || track.id}`);
+    state.cameraTrack = kind === 'camera' || $('use-camera').checked ? await cameraTrack() : null;
+    if (state.cameraTrack) {
+      state.localStream.addTrack(state.cameraTrack);
+      log(`camera track: ${state.cameraTrack.label || state.cameraTrack.id}`);
+    }
 
     const pc = new RTCPeerConnection({ iceServers: [] });
     state.pc = pc;
@@ -213,8 +247,10 @@ async function start(kind) {
     dc.onclose = () => setPhase(state.phase);
     dc.onmessage = (event) => log(`server: ${String(event.data).slice(0, 200)}`);
 
-    pc.addTransceiver(track, { direction: 'sendrecv', streams: [state.localStream] });
-    pc.addTransceiver('video', { direction: 'recvonly' });
+    if (track) pc.addTransceiver(track, { direction: 'sendrecv', streams: [state.localStream] });
+    else pc.addTransceiver('audio', { direction: 'recvonly' });
+    if (state.cameraTrack) pc.addTransceiver(state.cameraTrack, { direction: 'sendrecv', streams: [state.localStream] });
+    else pc.addTransceiver('video', { direction: 'recvonly' });
 
     pc.ontrack = (event) => {
       state.remoteStream.addTrack(event.track);
@@ -226,7 +262,8 @@ async function start(kind) {
       log(`connection ${s}`);
       if (s === 'connected') {
         if (state.connectedMs === null) state.connectedMs = performance.now() - state.startedAt;
-        setPhase(kind === 'file' ? 'live (file)' : 'live (mic)');
+        const source = { file: 'file', mic: 'mic', camera: 'camera' }[kind];
+        setPhase(`live (${source}${state.cameraTrack && kind !== 'camera' ? ' + camera' : ''})`);
         startFilePlayback();
       } else if (s === 'failed') {
         showError('call-error', 'the WebRTC connection failed (no network path between browser and server)');
@@ -274,7 +311,9 @@ function stop() {
   if (state.localStream) state.localStream.getTracks().forEach((t) => t.stop());
   if (state.audioCtx) state.audioCtx.close();
   if (state.pc) log('stopped');
-  Object.assign(state, { pc: null, dc: null, localStream: null, audioCtx: null });
+  $('camera-preview').srcObject = null;
+  $('camera-preview').hidden = true;
+  Object.assign(state, { pc: null, dc: null, localStream: null, audioCtx: null, cameraTrack: null });
   setPhase('idle');
   checkServer();
 }
@@ -289,6 +328,13 @@ function bargeIn() {
     state.fileSource = null;
   }
   log('barge-in sent');
+}
+
+// The camera's neutral: the server takes the next face it tracks as the face at rest.
+function setNeutral() {
+  if (!state.dc || state.dc.readyState !== 'open' || !state.cameraTrack) return;
+  state.dc.send(JSON.stringify({ type: 'neutral' }));
+  log('neutral face sent');
 }
 
 // ------------------------------------------------------------------------------------------ stats
@@ -408,6 +454,8 @@ function init() {
   $('upload').addEventListener('click', uploadPortrait);
   $('start-mic').addEventListener('click', () => start('mic'));
   $('play-file').addEventListener('click', () => start('file'));
+  $('start-camera').addEventListener('click', () => start('camera'));
+  $('neutral').addEventListener('click', setNeutral);
   $('stop').addEventListener('click', stop);
   $('barge-in').addEventListener('click', bargeIn);
   $('video').addEventListener('click', () => $('video').play().catch(() => {}));
@@ -417,5 +465,5 @@ function init() {
   checkServer();
 }
 
-window.livehead = { state, start, stop, bargeIn, collect };
+window.livehead = { state, start, stop, bargeIn, setNeutral, collect };
 init();
