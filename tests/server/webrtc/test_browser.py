@@ -215,3 +215,104 @@ def test_page_streams_avatar_from_fake_mic(sync_playwright, server, tmp_path):
          "frames": after, "screenshot_std": std}, indent=1))
     print(f"browser: first frame {first_frame_ms:.0f} ms, {rate:.1f} decoded frames/s, screenshot {shot_path} "
           f"(std {std:.1f})")
+
+
+CAMERA_SECONDS = 4.8  # four open/close periods of the fake camera
+CAMERA_PERIOD_FRAMES = 30  # the fake camera's mouth opens for 0.6 s and closes for 0.6 s (1.2 s at 25 fps)
+MIN_RHYTHM_CORRELATION = 0.6  # the avatar's mouth opening against the camera's open/close rhythm (best phase)
+
+GRAB_FRAMES = """async (seconds) => {
+  const video = document.getElementById('video');
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  const ctx = canvas.getContext('2d');
+  const out = [];
+  const end = performance.now() + seconds * 1000;
+  await new Promise((resolve) => {
+    const grab = (now) => {
+      ctx.drawImage(video, 0, 0);
+      out.push([now, canvas.toDataURL('image/png')]);
+      if (now < end) video.requestVideoFrameCallback(grab); else resolve();
+    };
+    video.requestVideoFrameCallback(grab);
+  });
+  return out;
+}"""
+
+
+def _write_y4m(path: Path, frames: np.ndarray, fps: int = 25) -> None:
+    """uint8 RGB frames [F, H, W, 3] → a y4m file (4:2:0), what Chromium's fake camera plays in a loop."""
+    import av
+
+    h, w = frames.shape[1:3]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            yuv = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+            f.write(b"FRAME\n" + yuv.to_ndarray().tobytes())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_page_camera_drives_the_avatar(sync_playwright, server, tmp_path):
+    """'camera only': Chromium's fake camera plays the bundled portrait opening and closing its mouth every 1.2 s;
+    the decoded avatar frames (grabbed in the page) must open and close their mouth with that rhythm."""
+    import base64
+    import io
+
+    from livehead.engine.eval.evaluate import MOUTH_CLOSED
+    from livehead.engine.media import landmarks as L
+    from tests.helpers import talking_camera
+
+    frames, _ = talking_camera(size=256, period_frames=CAMERA_PERIOD_FRAMES)
+    y4m = tmp_path / "camera.y4m"
+    _write_y4m(y4m, frames)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        args = _chromium_args(SPEECH) + [f"--use-file-for-fake-video-capture={y4m.resolve()}"]
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=False, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
+            page.goto(server)
+            page.wait_for_function("() => window.livehead !== undefined", timeout=10_000)
+            page.get_by_role("button", name="camera only").click()
+            try:
+                page.wait_for_function("() => window.livehead.state.firstFrameMs !== null",
+                                       timeout=FIRST_FRAME_TIMEOUT * 1000)
+            except Exception:
+                pytest.fail(f"no decoded frame; page error {page.locator('#call-error').inner_text()!r}, events:\n"
+                            f"{page.locator('#log').inner_text()}")
+            assert page.evaluate("() => window.livehead.state.cameraTrack !== null")
+            page.wait_for_function("() => { const v = document.getElementById('video');"
+                                   " return v.videoWidth > 0 && v.currentTime > 0 && !v.paused; }", timeout=10_000)
+            time.sleep(1.0)  # the first face sets the camera's neutral
+            grabbed = page.evaluate(GRAB_FRAMES, CAMERA_SECONDS)
+            with urllib.request.urlopen(server + "metrics", timeout=5) as response:
+                metrics = response.read().decode()
+            page.get_by_role("button", name="set neutral").click()
+            page.wait_for_function("() => document.getElementById('log').textContent.includes('\"neutral\"')",
+                                   timeout=5_000)
+            page.get_by_role("button", name="stop").click()
+        finally:
+            browser.close()
+    assert not errors, errors
+    tracked = [line for line in metrics.splitlines() if line.startswith("livehead_camera_frames_tracked{")]
+    assert tracked and float(tracked[0].split()[-1]) > 25, tracked
+    times = np.array([t for t, _ in grabbed]) / 1000
+    images = [np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+              for _, url in grabbed]
+    assert len(images) >= 15 * CAMERA_SECONDS, f"only {len(images)} frames presented in {CAMERA_SECONDS} s"
+    found = [(t, float(L.mouth_opening(lm))) for t, lm in zip(times, L.video_landmarks(images)) if lm is not None]
+    assert len(found) >= 0.9 * len(images), f"a face in only {len(found)} of {len(images)} avatar frames"
+    t, opening = np.array(found).T
+    period = CAMERA_PERIOD_FRAMES / 25
+    best = max(float(np.corrcoef(opening, ((t - phase) % period) < period / 2)[0, 1])
+               for phase in np.arange(0, period, 0.02))
+    step = max(1, round(len(images) / CAMERA_SECONDS * period / 8))  # 8 frames across one open/close period
+    contact = np.concatenate([images[i] for i in range(0, 8 * step, step)], axis=1)
+    Image.fromarray(contact).save(tmp_path / "camera_avatar.png")
+    print(f"browser camera: {len(images)} frames presented, rhythm correlation {best:.2f}, opening "
+          f"{opening.min():.3f}-{opening.max():.3f}; contact sheet {tmp_path / 'camera_avatar.png'}")
+    assert best >= MIN_RHYTHM_CORRELATION and opening.max() - opening.min() > MOUTH_CLOSED, (best, opening)
