@@ -8,6 +8,7 @@ import av
 import numpy as np
 
 from livehead.engine.common.errors import InputError
+from livehead.engine.motion.synthetic import talking_camera  # noqa: F401  (the tests' camera stand-in)
 from livehead.engine.synth.speech_alignment import SAMPLE_RATE, VISEMES, AlignedSpeech, Phone
 
 
@@ -81,30 +82,3 @@ def buzz_speech(phones: list[Phone], sample_rate: int = SAMPLE_RATE, pitch: floa
     level = np.convolve(level, np.ones(k) / k, mode="same")
     pcm = (0.3 * level * carrier / np.abs(carrier).max()).astype(np.float32)
     return AlignedSpeech(pcm=pcm, sample_rate=sample_rate, phones=list(phones), text="")
-
-
-def talking_camera(size: int = 256, period_frames: int = 30, jaw: float = 0.18) -> tuple[np.ndarray, np.ndarray]:
-    """A camera stand-in whose motion is known: the bundled portrait (long side `size`) with its mouth open for
-    the first half of every `period_frames` and closed for the second (lower lip, chin and jaw moved down by
-    `jaw` IOD, eased over 2 frames). Returns (uint8 RGB frames [period_frames, H, W, 3], the mouth opening
-    each frame was rendered with [period_frames], eye-corner distances)."""
-    from livehead.engine.media import landmarks as L
-    from livehead.engine.media.audio_video import load_image
-    from livehead.engine.motion.photo import prepare_photo
-    from livehead.engine.motion.renderer import PhotoRenderer
-    from tests import ASSETS
-
-    renderer = PhotoRenderer(prepare_photo(load_image(ASSETS / "portrait.png"), size))
-    lm = renderer.neutral
-    below = lm[:, 1] > lm[list(L.MOUTH_CORNERS), 1].mean() + 1.0
-    below[468:] = False
-    below[list(L.LIP_INNER_UPPER + L.LIP_OUTER_UPPER)] = False
-    half = period_frames // 2
-    amount = np.array([min(1.0, min(i + 1, half - i) / 2) if i < half else 0.0 for i in range(period_frames)])
-    frames, openings = [], []
-    for a in amount:
-        moved = lm.copy()
-        moved[below, 1] += a * jaw * L.eye_corner_distance(lm)
-        frames.append(renderer.render(moved))
-        openings.append(float(L.mouth_opening(moved)))
-    return np.stack(frames), np.array(openings)
