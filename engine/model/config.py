@@ -145,6 +145,9 @@ class StreamConfig:
     # later samples of the encoder's window read as silence. None: the audio config's whole token span
     # ((tokens_after + 1) x 20 ms, 120 ms for Whisper's 4 + 1 + 5 positions).
     lookahead_s: float | None = None
+    # Motion tier: causal One Euro smoothing of the generated expression before it is rendered (0 = none, 1 =
+    # strongest; `engine.motion.driver.MotionSmoother`). The generator's own motion frames stay unsmoothed.
+    output_smoothing: float = 0.0
 
     def prefix_timestep(self, t):
         """Noise level of the motion prefix while denoising at timestep t (an int or a tensor of them)."""
@@ -169,6 +172,8 @@ class StreamConfig:
             raise ValueError(f"stream needs clip_frames >= 1, motion_frames >= 0, fps >= 1, got {self}")
         if self.lookahead_s is not None and not 0.0 <= self.lookahead_s <= 1.0:
             raise ValueError(f"lookahead_s must be between 0 and 1 s (or None), got {self.lookahead_s}")
+        if not 0.0 <= self.output_smoothing <= 1.0:
+            raise ValueError(f"output_smoothing must be between 0 and 1, got {self.output_smoothing}")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from livehead.engine.model.mouth_refiner import (
     refine_frame,
 )
 from livehead.engine.model.voice_activity import VoiceActivityProbe, load_voice_probe, voice_gate
-from livehead.engine.motion.driver import combine_camera
+from livehead.engine.motion.driver import MotionSmoother, combine_camera
 from livehead.engine.motion.renderer import PhotoRenderer
 from livehead.engine.motion.shape import rest_landmarks, shape_code
 from livehead.engine.motion.space import MotionSpace, default_motion_space
@@ -168,6 +168,11 @@ class MotionRunners:
         motion = combine_camera(generated, camera, self.space.k, voice)
         return self.normalise(torch.as_tensor(motion, dtype=torch.float32))[:, :, None, None]
 
+    def output_filter(self) -> OutputSmoother | None:
+        """A session's causal smoothing of the generated expression (`StreamConfig.output_smoothing`), or None."""
+        smoothing = self.cfg.stream.output_smoothing
+        return OutputSmoother(self, smoothing) if smoothing > 0 else None
+
     def decode(self, latents: torch.Tensor, reference: MotionAvatar | None = None) -> torch.Tensor:
         """latents [N, D, 1, 1] → frames [N, 3, H, W] in [0, 1]: the avatar's photo moved to each motion."""
         if reference is None:
@@ -178,6 +183,22 @@ class MotionRunners:
         frames = np.stack([refine_frame(self.refiner, reference.renderer.render(m), m, reference.mouth_crop,
                                         reference.neutral) for m in moved])
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+
+
+class OutputSmoother:
+    """One session's causal One Euro filter over the generated expression channels, frame by frame in the order
+    they are rendered: latents [F, D, 1, 1] → latents [F, D, 1, 1] (eyelids and pose pass unchanged: blinks
+    stay crisp, the idle head motion is smooth already)."""
+
+    def __init__(self, runners: MotionRunners, smoothing: float):
+        self.runners, self.k = runners, runners.space.k
+        self.smoother = MotionSmoother(smoothing, runners.cfg.stream.fps)
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        motion = self.runners.denormalise(latents[:, :, 0, 0].float().cpu()).numpy().astype(np.float64)
+        for row in motion:
+            row[:self.k] = self.smoother(row[:self.k])
+        return self.runners.normalise(torch.as_tensor(motion, dtype=torch.float32))[:, :, None, None]
 
 
 class TorchMotionRunners(MotionRunners):

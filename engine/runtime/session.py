@@ -223,6 +223,8 @@ class Session:
         self.in_flight = False
         self.dropped_frames = 0
         self.camera = None  # a CameraTimeline (motion tier): see drive_with
+        filter_for = getattr(runners, "output_filter", None)  # motion tier: smoothing before rendering
+        self.output_filter = filter_for() if filter_for is not None else None
 
     # ---- input ---------------------------------------------------------------------------
     def push_audio(self, pcm: np.ndarray, sample_rate: int) -> None:
@@ -381,6 +383,8 @@ class Session:
             if job.epoch != self.epoch:
                 return []
         latents = latents[0].permute(1, 0, 2, 3)  # [F, C, s, s]
+        if self.output_filter is not None:
+            latents = self.output_filter(latents)
         camera = self.camera
         if camera is not None:
             first = job.clip * s.clip_frames
