@@ -12,7 +12,8 @@
     livehead eval --data DIR [--preset tiny] [--weights DIR] [--out RESULT.json] [--reference PHOTO]
                   [--ground-truth [--shift N] | --vae-roundtrip] [--identity-stride K] [--limit N] [--seed S]
                   [--steps N] [--device auto] [--series] [--quiet]
-    livehead live --mic | --audio FILE [--image PHOTO] [--out OUT.mp4] [--seconds S] [--no-window] [--json OUT]
+    livehead live [--mic | --audio FILE] [--camera INDEX|VIDEO] [--camera-smoothing 0..1] [--image PHOTO]
+                  [--out OUT.mp4] [--seconds S] [--no-window] [--json OUT]   (at least one input)
     livehead train vae|stage1|stage2|distill --data DIR [--data DIR2 --mix 1,1] --out RUN [--init WEIGHTS]
                    [--whisper FILE] [--steps N] [--batch B] [--lr LR] [--ema D] [--resume] [--device auto] [--quiet]
     livehead serve [--host 127.0.0.1] [--port 8080] [--preset tiny] [--weights DIR] [--device auto]

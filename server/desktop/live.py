@@ -1,14 +1,19 @@
-"""`livehead live`: the avatar driven by a microphone (or a file played as one) in real time, locally.
+"""`livehead live`: the avatar driven by a microphone, a camera, or files played as them, in real time, locally.
 
     livehead live --mic                                  # window when a display exists, Ctrl-C or close to stop
     livehead live --mic --seconds 10 --out me.mp4        # no display needed: record the avatar + the mic
     livehead live --audio speech.wav --out out.mp4       # a file as a simulated mic, paced in real time
+    livehead live --camera 0                             # webcam 0 moves head, eyes and mouth (motion tier)
+    livehead live --camera 0 --mic                       # the webcam moves head and eyes, the voice the mouth
+    livehead live --camera me.mp4 --no-window --out out.mp4   # a video file as a simulated webcam
 
 No browser, no WebRTC: one `Session` fed 20 ms blocks as they are captured, for quick checks and
 latency measurements on a workstation. Threads:
 
-    audio source (sounddevice callback, or a paced file reader) → bounded block queue
+    audio source (sounddevice callback, or a paced file / silence reader) → bounded block queue
     generator: push_audio → clips → frames (latency stamped) → mp4 writer / display queue
+    camera (--camera): reader (OpenCV webcam, or a paced video file) → newest frame → tracker (MediaPipe)
+        → motion stamped on the session's CameraTimeline (`server/desktop/camera.py`)
     main: window (tkinter + PIL.ImageTk) showing each frame when due, or the periodic stats lines
 
 Latency of a frame = when it is ready − when the audio at its presentation time was captured
@@ -16,8 +21,17 @@ Latency of a frame = when it is ready − when the audio at its presentation tim
 delay (the first frame's latency, raised if a later frame comes late), so motion plays smoothly;
 "screen" latency = that playout delay.
 
+Camera timing: a camera frame captured at monotonic time w is stamped with the session-timeline time of
+the audio captured at w (`CaptureClock.seconds_at`), so output frame k shows the face the camera saw
+while the audio of frame k was being captured. `--camera` alone runs the session on paced silence (the
+camera then drives everything; a file camera ends the run when it ends); with `--mic` / `--audio` the
+camera moves head pose and eyelids and the voice the mouth (`engine.motion.driver.combine_camera`).
+Until the camera shows a face the avatar stays at rest (beside a voice, it follows the voice alone); a
+face lost later holds its last motion.
+
 The microphone needs the optional `live` extra (`pip install 'livehead[live]'`: sounddevice, which
-needs the PortAudio library, e.g. `apt-get install libportaudio2`).
+needs the PortAudio library, e.g. `apt-get install libportaudio2`); the camera uses OpenCV, which
+mediapipe installs.
 """
 
 from __future__ import annotations
@@ -40,10 +54,12 @@ import numpy as np
 from livehead.engine.common.errors import InputError
 from livehead.engine.media.audio_video import AudioResampleStream, Mp4Writer, load_audio, load_image
 from livehead.engine.model.config import ModelConfig
+from livehead.engine.motion.driver import CameraTimeline
 from livehead.engine.runtime.portrait import portrait_for
 from livehead.engine.runtime.runners import resolve_device
 from livehead.engine.runtime.session import Session, prepare_avatar
 from livehead.server.backends.runners import make_runners, motion_controls, print_seeded_note
+from livehead.server.desktop.camera import CameraReader, CameraTracker, open_camera
 
 BLOCK_SECONDS = 0.02  # one push = 20 ms of audio, as a browser / WebRTC frame
 MAX_QUEUED_SECONDS = 10.0  # audio waiting for a slow generator beyond this is dropped (and counted)
@@ -57,31 +73,47 @@ _END = object()
 
 
 class CaptureClock:
-    """Maps a sample index of the session's 16 kHz timeline to the wall time it was captured.
+    """Maps a sample index of the session's 16 kHz timeline to the wall time it was captured, and back.
 
     Each pushed block logs (end sample index, monotonic time its last sample was captured); a
-    sample's capture time is interpolated back from the block that holds it.
+    sample's capture time is interpolated back from the block that holds it. The inverse
+    (`seconds_at`: a capture time → timeline seconds) stamps camera frames from the tracker's thread,
+    hence the lock.
     """
 
     def __init__(self, sample_rate: int):
         self.rate = sample_rate
         self.ends: list[int] = []
         self.times: list[float] = []
+        self.lock = threading.Lock()
 
     def add(self, end_index: int, captured_at: float) -> None:
-        self.ends.append(end_index)
-        self.times.append(captured_at)
+        with self.lock:
+            self.ends.append(end_index)
+            self.times.append(captured_at)
 
     def time_of(self, index: int) -> float | None:
-        if not self.ends:
-            return None
-        k = min(bisect.bisect_right(self.ends, index), len(self.ends) - 1)
-        return self.times[k] - (self.ends[k] - index) / self.rate
+        with self.lock:
+            if not self.ends:
+                return None
+            k = min(bisect.bisect_right(self.ends, index), len(self.ends) - 1)
+            return self.times[k] - (self.ends[k] - index) / self.rate
+
+    def seconds_at(self, captured_at: float) -> float | None:
+        """The timeline time (s) of the audio captured at monotonic time `captured_at`; None before any
+        audio. Interpolated within the first block that ends at or after it; past the newest block
+        (captured but not pushed yet) extrapolated at the audio's real-time rate."""
+        with self.lock:
+            if not self.times:
+                return None
+            k = min(bisect.bisect_left(self.times, captured_at), len(self.times) - 1)
+            return (self.ends[k] - (self.times[k] - captured_at) * self.rate) / self.rate
 
     def forget_before(self, index: int) -> None:
-        k = bisect.bisect_left(self.ends, index) - 1
-        if k > 0:
-            del self.ends[:k], self.times[:k]
+        with self.lock:
+            k = bisect.bisect_left(self.ends, index) - 1
+            if k > 0:
+                del self.ends[:k], self.times[:k]
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -89,7 +121,8 @@ class CaptureClock:
 
 class FileSource:
     """Plays a decoded file as a microphone: block k is delivered when its last sample would have been
-    captured (t0 + (k+1)·20 ms), from its own thread."""
+    captured (t0 + (k+1)·20 ms), from its own thread, stamped with that time (so a busy machine that wakes
+    the thread late delays the block but does not move the timeline)."""
 
     def __init__(self, pcm: np.ndarray, rate: int, out: BlockQueue, seconds: float | None):
         if seconds is not None:
@@ -98,26 +131,66 @@ class FileSource:
         self.block = int(BLOCK_SECONDS * rate)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="livehead-file-mic", daemon=True)
-        self.duration = len(pcm) / rate
+        self.duration: float | None = len(pcm) / rate
+        self.t0: float | None = None  # monotonic time the first sample was due
 
     def start(self) -> None:
         self.thread.start()
 
+    def _blocks(self):
+        """float32 mono blocks [≤ block] at self.rate, in order."""
+        for start in range(0, len(self.pcm), self.block):
+            yield self.pcm[start:start + self.block]
+
     def _run(self) -> None:
-        t0 = time.monotonic()
-        for _k, start in enumerate(range(0, len(self.pcm), self.block)):
-            chunk = self.pcm[start:start + self.block]
-            due = t0 + (start + len(chunk)) / self.rate
+        self.t0 = time.monotonic()
+        sent = 0
+        for chunk in self._blocks():
+            sent += len(chunk)
+            due = self.t0 + sent / self.rate
             delay = due - time.monotonic()
             if delay > 0 and self.stop_event.wait(delay):
                 break
-            self.out.put(chunk, self.rate, time.monotonic())
+            if self.stop_event.is_set():
+                break
+            self.out.put(chunk, self.rate, due)
         self.out.end()
 
     def stop(self) -> None:
+        """Stop delivering (the stream then ends); callable from any thread, more than once."""
         self.stop_event.set()
-        if self.thread.ident is not None:  # started
+        if self.thread.ident is not None and self.thread is not threading.current_thread():  # started
             self.thread.join(timeout=2)
+
+
+class SilenceSource(FileSource):
+    """Silence paced like a microphone, for `--camera` alone: `seconds` of it, or until `end_at` or `stop`
+    (None), so the same session pipeline runs and the camera drives every frame."""
+
+    def __init__(self, rate: int, out: BlockQueue, seconds: float | None):
+        super().__init__(np.zeros(0, np.float32), rate, out, None)
+        self.seconds = seconds
+        self.duration = seconds
+        self.end_time: float | None = None
+        self.thread.name = "livehead-silence"
+
+    def end_at(self, end_time: float) -> None:
+        """End the silence at monotonic time `end_time` (a camera file's end), however late this thread runs."""
+        self.end_time = end_time
+
+    def _limit(self) -> int | None:
+        """Samples to deliver in all; None: until stopped."""
+        limits = [] if self.seconds is None else [int(self.seconds * self.rate)]
+        if self.end_time is not None:
+            limits.append(max(0, round((self.end_time - self.t0) * self.rate)))
+        return min(limits) if limits else None
+
+    def _blocks(self):
+        sent = 0
+        while (limit := self._limit()) is None or sent < limit:
+            n = self.block if limit is None else min(self.block, limit - sent)
+            sent += n
+            yield np.zeros(n, np.float32)
 
 
 class MicSource:
@@ -491,9 +564,8 @@ def _mux_recording(video_only: Path, pcm: np.ndarray, rate: int, out: Path) -> N
         dst.mux(aout.encode(None))
 
 
-def cmd_live(args: argparse.Namespace) -> int:
-    if args.seconds is not None and args.seconds <= 0:
-        raise InputError(f"--seconds must be positive, got {args.seconds}")
+def _check_outputs(args: argparse.Namespace) -> tuple[Path | None, bool]:
+    """--out and the window: (the mp4 path or None, whether a window is wanted); InputError when neither works."""
     out = Path(args.out) if args.out else None
     if out is not None:
         if out.suffix.lower() != ".mp4":
@@ -504,15 +576,113 @@ def cmd_live(args: argparse.Namespace) -> int:
     if not want_window and out is None:
         why = "--no-window was given" if args.no_window else "no display found (DISPLAY / WAYLAND_DISPLAY unset)"
         raise InputError(f"{why}; pass --out FILE.mp4 to record the avatar instead")
+    return out, want_window
 
+
+def _check_camera_options(args: argparse.Namespace, cfg: ModelConfig) -> None:
+    if not (args.audio or args.mic or args.camera):
+        raise InputError("nothing drives the avatar: give --mic, --audio FILE or --camera SOURCE")
+    if args.camera is None:
+        return
+    if cfg.motion is None:
+        raise InputError(f"--camera needs a motion-tier preset (--preset motion); {cfg.name!r} renders pixels "
+                         f"directly and cannot follow a face")
+    smoothing = args.camera_smoothing
+    if not 0.0 <= smoothing <= 1.0:
+        raise InputError(f"--camera-smoothing must be between 0 (none) and 1 (strongest), got {smoothing}")
+
+
+def _open_sources(args: argparse.Namespace, rate: int, blocks: BlockQueue):
+    """The audio source (a file, the microphone, or silence for --camera alone) and the camera reader (or
+    None); both opened, neither started. InputError for a source that cannot be opened."""
+    if args.audio:
+        source = FileSource(load_audio(args.audio, sample_rate=rate), rate, blocks, args.seconds)
+    elif args.mic:
+        source = MicSource(blocks, args.input_device, args.seconds)  # fails early: no extra / no microphone
+    else:
+        source = SilenceSource(rate, blocks, args.seconds)
+    camera = None
+    if args.camera:
+        try:
+            camera = open_camera(args.camera)
+        except BaseException:
+            source.stop()
+            raise
+    return source, camera
+
+
+def _start_tracker(gen: Generator, camera: CameraReader, timeline: CameraTimeline,
+                   smoothing: float) -> CameraTracker:
+    """MediaPipe on its own thread, stamping onto the session's timeline (its CaptureClock's inverse)."""
+    tracker = CameraTracker(gen.session.runners.space, timeline, gen.clock.seconds_at, smoothing, camera.fps)
+    tracker.start()
+    tracker.ready.wait()
+    if tracker.error is not None:
+        raise tracker.error
+    return tracker
+
+
+def _open_writer(gen: Generator, source, out: Path, fps: int, rate: int) -> Path | None:
+    """The mp4 writer of the run (set on the generator); the temporary video-only path for the mic (whose
+    audio is muxed in at the end), else None."""
+    height, width = gen.session.avatar.image.shape[:2]
+    if isinstance(source, SilenceSource):  # --camera alone: nothing to hear
+        gen.writer = Mp4Writer(out, fps=fps, width=width, height=height)
+        return None
+    if isinstance(source, FileSource):
+        gen.writer = Mp4Writer(out, fps=fps, width=width, height=height, audio=source.pcm, sample_rate=rate)
+        return None
+    tmp = Path(tempfile.mkstemp(suffix=".mp4", dir=out.parent, prefix=".livehead-")[1])
+    gen.writer = Mp4Writer(tmp, fps=fps, width=width, height=height)
+    gen.keep_audio = True
+    return tmp
+
+
+def _describe(args: argparse.Namespace, source, camera: CameraReader | None) -> str:
+    if isinstance(source, SilenceSource):
+        what = "silence (camera only" + (f", {source.duration:.2f} s)" if source.duration else ")")
+    elif isinstance(source, FileSource):
+        what = f"file {args.audio} as a microphone ({source.duration:.2f} s)"
+    else:
+        what = f"microphone {source.name!r} at {source.rate} Hz"
+    if camera is not None:
+        what += f" + {camera.description}, " + ("head and eyes" if not isinstance(source, SilenceSource)
+                                                 else "head, eyes and mouth")
+    return what
+
+
+def _endless(source, camera: CameraReader | None) -> bool:
+    """Whether the run lasts until the user stops it (the microphone, or a webcam alone without --seconds)."""
+    if isinstance(source, MicSource):
+        return True
+    return isinstance(source, SilenceSource) and source.duration is None and not camera.finite
+
+
+def _source_name(source) -> str:
+    return "silence" if isinstance(source, SilenceSource) else "file" if isinstance(source, FileSource) else "mic"
+
+
+def _wait_headless(gen: Generator, stats: LiveStats, blocks: BlockQueue, quiet: bool) -> None:
+    last = time.monotonic()
+    while not gen.done.wait(0.1):
+        now = time.monotonic()
+        if not quiet and now - last >= STATS_EVERY_SECONDS and stats.started is not None:
+            last = now
+            print(stats.line(now, blocks.queued_seconds), flush=True)
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    if args.seconds is not None and args.seconds <= 0:
+        raise InputError(f"--seconds must be positive, got {args.seconds}")
+    out, want_window = _check_outputs(args)
     cfg = ModelConfig.from_name(args.preset)
     if args.steps is not None:
         cfg = cfg.with_steps(args.steps)
+    _check_camera_options(args, cfg)
     rate = cfg.audio.sample_rate
-    file_pcm = load_audio(args.audio, sample_rate=rate) if args.audio else None
     blocks = BlockQueue()
-    source = FileSource(file_pcm, rate, blocks, args.seconds) if file_pcm is not None else \
-        MicSource(blocks, args.input_device, args.seconds)  # fails early: no extra / no microphone
+    source, camera = _open_sources(args, rate, blocks)
+    timeline = CameraTimeline(voice=not isinstance(source, SilenceSource)) if camera is not None else None
 
     device = resolve_device(args.device)
     image = load_image(args.image)
@@ -524,62 +694,71 @@ def cmd_live(args: argparse.Namespace) -> int:
         print_seeded_note(cfg, args.weights)
         avatar = prepare_avatar(runners, crop.image, crop.mask)
         _warm_up(runners, avatar, args.seed)
-        return Session(runners, avatar, seed=args.seed)
+        session = Session(runners, avatar, seed=args.seed)
+        if timeline is not None:
+            session.drive_with(timeline)
+        return session
+
+    def stop_inputs() -> None:
+        source.stop()
+        if camera is not None:
+            camera.stop()
 
     root = open_window(f"livehead live ({cfg.name})") if want_window else None
     if root is None and want_window and out is None:
+        stop_inputs()
         raise InputError("cannot open a window (tkinter or Pillow's ImageTk missing, or the display refused); "
                          "pass --out FILE.mp4 to record the avatar instead")
     stats = LiveStats(fps=cfg.stream.fps)
     gen = Generator(build, blocks, stats, None, queue.Queue() if root is not None else None)
     gen.start()
     gen.ready.wait()  # model, avatar and warm-up clip, before any file is created or audio captured
-    if gen.error is not None:
-        source.stop()
+    tracker = None
+    try:
+        if gen.error is not None:
+            raise gen.error
+        if camera is not None:
+            tracker = _start_tracker(gen, camera, timeline, args.camera_smoothing)
+    except BaseException:
+        stop_inputs()
+        if tracker is not None:
+            tracker.stop()
         if root is not None:
             root.destroy()
-        raise gen.error
+        raise
 
-    height, width = gen.session.avatar.image.shape[:2]
-    tmp = None
-    if out is not None and file_pcm is not None:
-        audio = file_pcm[: int(args.seconds * rate)] if args.seconds is not None else file_pcm
-        gen.writer = Mp4Writer(out, fps=cfg.stream.fps, width=width, height=height, audio=audio, sample_rate=rate)
-    elif out is not None:  # mic: the audio is known only at the end; record video now, mux after
-        tmp = Path(tempfile.mkstemp(suffix=".mp4", dir=out.parent, prefix=".livehead-")[1])
-        gen.writer = Mp4Writer(tmp, fps=cfg.stream.fps, width=width, height=height)
-        gen.keep_audio = True
-    what = f"file {args.audio} as a microphone ({source.duration:.2f} s)" if file_pcm is not None else \
-        f"microphone {source.name!r} at {source.rate} Hz"
-    print(f"livehead live: {what}, preset {cfg.name} on {device} ({args.backend})"
+    tmp = _open_writer(gen, source, out, cfg.stream.fps, rate) if out is not None else None
+    print(f"livehead live: {_describe(args, source, camera)}, preset {cfg.name} on {device} ({args.backend})"
           + (", window" if root is not None else "") + (f", recording to {out}" if out else "")
-          + ("; Ctrl-C to stop" if file_pcm is None else ""), file=sys.stderr, flush=True)
+          + ("; Ctrl-C to stop" if _endless(source, camera) else ""), file=sys.stderr, flush=True)
     source.start()
+    if camera is not None:  # a file camera alone ends the run when it ends
+        camera.start(tracker.offer, on_end=source.end_at if isinstance(source, SilenceSource) else None)
     ok = False
     try:
         if root is not None:
-            run_window(root, gen, stats, source.stop, args.quiet)
+            run_window(root, gen, stats, stop_inputs, args.quiet)
         else:
-            last = time.monotonic()
-            while not gen.done.wait(0.1):
-                now = time.monotonic()
-                if not args.quiet and now - last >= STATS_EVERY_SECONDS and stats.started is not None:
-                    last = now
-                    print(stats.line(now, blocks.queued_seconds), flush=True)
+            _wait_headless(gen, stats, blocks, args.quiet)
         ok = True
     except KeyboardInterrupt:  # stop capturing; the generator finishes the tail
         ok = True
     finally:
         source.stop()
         gen.done.wait()
+        if camera is not None:
+            camera.stop()
+            tracker.stop()
+        failure = gen.error or (camera.error if camera is not None else None) or \
+            (tracker.error if tracker is not None else None)
         if gen.writer is not None:
             gen.writer.close()
-        if not ok or gen.error is not None:
+        if not ok or failure is not None:
             for path in (tmp, out):
                 if path is not None and path.exists():
                     path.unlink()
-    if gen.error is not None:
-        raise gen.error
+    if failure is not None:
+        raise failure
     if tmp is not None:
         pcm = np.concatenate(gen.captured) if gen.captured else np.zeros(rate // cfg.stream.fps, np.float32)
         try:
@@ -589,22 +768,30 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     summary = stats.summary(blocks.dropped_seconds)
     summary.update(preset=cfg.name, device=str(device), backend=args.backend, fps=cfg.stream.fps,
-                   source="file" if file_pcm is not None else "mic")
-    if file_pcm is None:
+                   source=_source_name(source))
+    if isinstance(source, MicSource):
         summary["input_overflows"] = source.overflows  # PortAudio lost input (the machine was too busy)
+    if camera is not None:
+        summary["camera"] = {"source": camera.description, "smoothing": args.camera_smoothing,
+                             **tracker.stats.summary()}
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
-    lat = summary["latency_ms"]
-    print(f"live: {summary['frames']} frames for {summary['audio_seconds']:.2f} s of audio in "
-          f"{summary['wall_seconds']:.2f} s (wall/audio {summary['wall_over_audio']}, generator busy "
-          f"{summary['busy_seconds']:.2f} s) | first frame "
-          f"{summary['first_frame_delay_ms']} ms | mouth-to-frame latency median {lat['median']} ms, "
-          f"p95 {lat['p95']} ms, max {lat['max']} ms"
-          + (f" | screen {summary['playout_delay_ms']} ms" if summary["playout_delay_ms"] is not None else "")
-          + (f" | dropped {summary['dropped_audio_seconds']} s of audio (slower than real time)"
-             if summary["dropped_audio_seconds"] else "")
-          + (f" | wrote {out}" if out else ""), flush=True)
+    print(_final_line(summary, out, tracker), flush=True)
     return 0
+
+
+def _final_line(summary: dict, out: Path | None, tracker: CameraTracker | None) -> str:
+    lat = summary["latency_ms"]
+    return (f"live: {summary['frames']} frames for {summary['audio_seconds']:.2f} s of audio in "
+            f"{summary['wall_seconds']:.2f} s (wall/audio {summary['wall_over_audio']}, generator busy "
+            f"{summary['busy_seconds']:.2f} s) | first frame "
+            f"{summary['first_frame_delay_ms']} ms | mouth-to-frame latency median {lat['median']} ms, "
+            f"p95 {lat['p95']} ms, max {lat['max']} ms"
+            + (f" | screen {summary['playout_delay_ms']} ms" if summary["playout_delay_ms"] is not None else "")
+            + (f" | dropped {summary['dropped_audio_seconds']} s of audio (slower than real time)"
+               if summary["dropped_audio_seconds"] else "")
+            + (f" | {tracker.stats.line()}" if tracker is not None else "")
+            + (f" | wrote {out}" if out else ""))
 
 
 def _warm_up(runners, avatar, seed: int) -> None:
