@@ -7,8 +7,8 @@ A live session may smooth the generated expression with a causal One Euro filter
 frame speaks the clip's own audio through `Session` with the preset's live schedule (2-frame chunks), rendered
 and scored exactly as `livehead eval` scores it (`evaluate_pair`: mouth correlation with the real video, silent
 frames closed beside the real rate, landmark jitter beside the real video's), pooled over the clips as
-`livehead eval` pools them. Identity, mismatched audio and self-reenactment do not depend on the smoothing and
-are left out.
+`livehead eval` pools them (`motion_summary`). Identity, mismatched audio and self-reenactment do not depend on
+the smoothing and are left out.
 
 Selection rule (MODEL_CARD.md, written before this ran): run on the six training clips only; choose the largest
 strength whose pooled mouth correlation stays within 0.02 of no smoothing; ship it if its pooled jitter is no
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from livehead.engine.common.constants import SAMPLE_RATE
 from livehead.engine.eval.bench import machine_info, save_result
-from livehead.engine.eval.evaluate import aggregate, evaluate_pair, find_clips, prepare_clip
-from livehead.engine.eval.motion_eval import EVAL_SIZE, _crop_like_truth, generate_clip
+from livehead.engine.eval.evaluate import evaluate_pair, find_clips, prepare_clip
+from livehead.engine.eval.motion_eval import EVAL_SIZE, _crop_like_truth, generate_clip, motion_summary
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.motion.space import GRID_HELD_OUT
 from livehead.engine.runtime.runners import torch_runners
@@ -57,7 +57,7 @@ def run(data: str, strengths=STRENGTHS) -> dict:
             per_clip.append({**metrics, "clip": clip.source.name})
             rows.append(row)
             print(row, flush=True)
-        pooled = aggregate(per_clip)
+        pooled = motion_summary(per_clip)  # pooled as `livehead eval` pools (gt_silent_closed included)
         summary.append({"output_smoothing": strength, **{k: pooled.get(k) for k in KEYS}})
         print(summary[-1], flush=True)
     return {"clips": [c.name for c in sources], "rows": rows, "summary": summary, "choice": choose(summary)}
