@@ -50,11 +50,10 @@ import aiortc
 import av
 import numpy as np
 import torch
-from aiohttp import web
 
 from livehead.client import LoopbackClient, received_fps, signal_lag
 from livehead.engine.common.constants import FPS
-from livehead.engine.eval.bench import machine_info, save_result
+from livehead.engine.eval.bench import machine_info, nan_to_none, parse_run, save_result
 from livehead.engine.media import landmarks as L
 from livehead.engine.media.audio_video import load_audio
 from livehead.engine.media.bundled import DEFAULT_AUDIO
@@ -63,7 +62,7 @@ from livehead.engine.motion.synthetic import talking_camera, talking_schedule
 from livehead.engine.runtime.reenact import video_frames
 from livehead.server.backends.runners import live_backend, make_runners
 from livehead.server.cli.serve import default_threads, with_output_size
-from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
+from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app, serve_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,22 +228,6 @@ def session_figures(client: LoopbackClient, server_figures: dict, sent_signals: 
     return row
 
 
-def finite(obj):
-    """NaN → None, so the JSON stays strict."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def parse_run(spec: str) -> tuple[int, int | None]:
-    """'4@256' → (4 sessions, 256 px); '2' → (2, the preset's size)."""
-    n, _, size = spec.partition("@")
-    return int(n), int(size) if size else None
-
 
 def shown_path(path: str) -> str:
     """A path as the JSON shows it: relative to the checkout (or its parent's shared folder), never the machine's."""
@@ -272,11 +255,7 @@ async def main_async(args) -> dict:
                                controls={"expression": 1.0, "head_motion": 1.0})
         app = create_app(runners, ServeConfig(max_sessions=max(r[0] for r in runs), latency=args.latency,
                                               capacity=n if args.admit_all else None))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        runner, base = await serve_loopback(app)
         server = app[APP_KEY]
         load_before = os.getloadavg()[0]  # other processes on the machine (1-minute load average)
         clients, server_figures, refused = await call(base, n, frames, pcm, args.seconds, server)
@@ -293,7 +272,7 @@ async def main_async(args) -> dict:
             row[key] = round(float(np.median(vals)), 3) if vals else None
         row["track_ms"] = [p["server"].get("track_ms") for p in per]
         row["dropped"] = [p["server"].get("dropped") for p in per]
-        print(json.dumps(finite({k: v for k, v in row.items() if k != "per_session"})), flush=True)
+        print(json.dumps(nan_to_none({k: v for k, v in row.items() if k != "per_session"})), flush=True)
         results.append(row)
         del clients
     device = machine_info() | {"aiortc": aiortc.__version__, "aiohttp": aiohttp.__version__, "av": av.__version__,
@@ -349,7 +328,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "camera_latency.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads or default_threads())
-    report = finite(asyncio.run(main_async(args)))
+    report = nan_to_none(asyncio.run(main_async(args)))
     text = json.dumps(report)
     leaked = [s for s in (str(ROOT), str(ROOT.parent), str(Path.home())) if len(s) > 1 and s in text]
     if leaked:

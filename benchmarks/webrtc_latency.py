@@ -39,14 +39,13 @@ import aiortc
 import av
 import numpy as np
 import torch
-from aiohttp import web
 
 from livehead.client import RATE, LoopbackClient, av_offset, match_stamps, received_fps
-from livehead.engine.eval.bench import cpu_name
+from livehead.engine.eval.bench import cpu_name, nan_to_none, parse_run
 from livehead.engine.model.config import ModelConfig
 from livehead.server.backends.runners import live_backend, make_runners
 from livehead.server.cli.serve import default_threads, with_output_size
-from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
+from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app, serve_loopback
 from livehead.server.webrtc.pacing import source_wall_time
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,23 +198,6 @@ async def run_sessions(base: str, server, n: int, seconds: float) -> dict:
     }
 
 
-def finite(obj):
-    """NaN (a session that showed no generated frame) → None, so the JSON stays strict."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def parse_run(spec: str) -> tuple[int, int | None]:
-    """'4@256' → (4 sessions, 256 px); '2' → (2, the preset's size)."""
-    n, _, size = spec.partition("@")
-    return int(n), int(size) if size else None
-
-
 async def main_async(args) -> dict:
     base_cfg = ModelConfig.from_name(args.preset)
     if args.steps:
@@ -230,16 +212,12 @@ async def main_async(args) -> dict:
         app = create_app(runners, ServeConfig(max_sessions=max(r[0] for r in runs), latency=args.latency,
                                               capacity=n if args.admit_all else None,
                                               record_seconds=args.seconds + 30))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        runner, base = await serve_loopback(app)
         server = app[APP_KEY]
         row = await run_sessions(base, server, n, args.seconds)
         row.update(clip_compute_s=round(server.compute_s, 4), batch_compute_s=round(server.compute_batch_s, 4),
                    capacity=server.capacity, load_average=os.getloadavg()[0])
-        print(json.dumps(finite(row)), flush=True)
+        print(json.dumps(nan_to_none(row)), flush=True)
         results.append(row)
         await runner.cleanup()
     return {
@@ -277,7 +255,7 @@ def main() -> int:
     torch.set_num_threads(args.threads or default_threads())
     report = asyncio.run(main_async(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
+    Path(args.out).write_text(json.dumps(nan_to_none(report), indent=1, allow_nan=False) + "\n")
     print(f"wrote {args.out}")
     return 0
 

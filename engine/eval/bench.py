@@ -106,6 +106,24 @@ def chunk_seconds(runners: Runners, avatar: Avatar, batch: int, rounds: int) -> 
     return times
 
 
+def nan_to_none(obj):
+    """A JSON-ready value with every NaN or infinite float (nested in dicts and lists) replaced by None, so the
+    JSON stays strict (a live session that showed no frame leaves NaN figures)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nan_to_none(v) for v in obj]
+    return obj
+
+
+def parse_run(spec: str) -> tuple[int, int | None]:
+    """A live benchmark's run 'N@SIZE': '4@256' → (4 sessions, 256 px); '2' → (2, None: the preset's size)."""
+    n, _, size = spec.partition("@")
+    return int(n), int(size) if size else None
+
+
 def save_result(path: str | Path, result: dict) -> Path:
     """Write a benchmark's result as indented JSON (creating the folder); returns the path."""
     path = Path(path)

@@ -476,6 +476,17 @@ async def _read_image_body(request: web.Request) -> bytes:
     return await _read_limited(lambda: request.content.read(65536), MAX_UPLOAD_BYTES)
 
 
+async def serve_loopback(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Start `app` on 127.0.0.1 at a free port (benchmarks and tests) → (its runner, to `cleanup()` later; its base
+    URL "http://127.0.0.1:PORT")."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
 def create_app(runners, config: ServeConfig | None = None) -> web.Application:
     """The aiohttp application; the model warms up and the latency is measured on startup."""
     config = config or ServeConfig()

@@ -34,7 +34,7 @@ from livehead.engine.media.audio_video import load_audio
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.runtime.runners import TorchRunners
 from livehead.engine.weights.loading import load_model
-from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
+from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app, serve_loopback
 
 FPS = 25
 
@@ -57,12 +57,7 @@ class LoopThread:
 
 
 async def _start(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}"
+    return await serve_loopback(app)
 
 
 @pytest.fixture(scope="module")
