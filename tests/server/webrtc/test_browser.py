@@ -122,6 +122,30 @@ def _chromium_args(wav: Path) -> list[str]:
     ]
 
 
+def _open_page(browser, server: str, errors: list[str]):
+    """A new page on the server's URL, its script loaded; page errors, console errors and HTTP errors are appended
+    to `errors` (the tests assert it stays empty)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
+    page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" and "Failed to load resource" not in msg.text else None)
+    page.on("response", lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
+    page.goto(server)
+    page.wait_for_function("() => window.livehead !== undefined", timeout=10_000)
+    return page
+
+
+def _wait_first_frame(page, errors: list[str]) -> None:
+    """Wait until the page has decoded its first avatar frame; fail with the page's error and events if not."""
+    try:
+        page.wait_for_function("() => window.livehead.state.firstFrameMs !== null", timeout=FIRST_FRAME_TIMEOUT * 1000)
+    except Exception:
+        log = page.locator("#log").inner_text()
+        failure = page.locator("#call-error").inner_text()
+        pytest.fail(f"no decoded video frame within {FIRST_FRAME_TIMEOUT:.0f} s; page error: {failure!r}; "
+                    f"events:\n{log}\nbrowser errors: {errors}")
+
+
 VIDEO_STATS = """async () => {
   const pc = window.livehead.state.pc;
   if (!pc) return null;
@@ -140,24 +164,11 @@ def test_page_streams_avatar_from_fake_mic(sync_playwright, server, tmp_path):
         # headless switch would add flags of its own).
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=False, args=_chromium_args(SPEECH))
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
-            page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}")
-                    if msg.type == "error" and "Failed to load resource" not in msg.text else None)
-            page.on("response", lambda r: errors.append(f"HTTP {r.status} for {r.url}") if r.status >= 400 else None)
-            page.goto(server)
-            page.wait_for_function("() => window.livehead !== undefined", timeout=10_000)
+            page = _open_page(browser, server, errors)
             page.get_by_role("button", name="start mic").click()
 
             # First frame: the page records the delay from the click (getStats / presented frame).
-            try:
-                page.wait_for_function("() => window.livehead.state.firstFrameMs !== null",
-                                       timeout=FIRST_FRAME_TIMEOUT * 1000)
-            except Exception:
-                log = page.locator("#log").inner_text()
-                failure = page.locator("#call-error").inner_text()
-                pytest.fail(f"no decoded video frame within {FIRST_FRAME_TIMEOUT:.0f} s; page error: {failure!r}; "
-                            f"events:\n{log}\nbrowser errors: {errors}")
+            _wait_first_frame(page, errors)
             first_frame_ms = page.evaluate("() => window.livehead.state.firstFrameMs")
             connected_ms = page.evaluate("() => window.livehead.state.connectedMs")
             assert connected_ms is not None and connected_ms <= first_frame_ms, (connected_ms, first_frame_ms)
@@ -273,17 +284,9 @@ def test_page_camera_drives_the_avatar(sync_playwright, server, tmp_path):
         args = _chromium_args(SPEECH) + [f"--use-file-for-fake-video-capture={y4m.resolve()}"]
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=False, args=args)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
-            page.goto(server)
-            page.wait_for_function("() => window.livehead !== undefined", timeout=10_000)
+            page = _open_page(browser, server, errors)
             page.get_by_role("button", name="camera only").click()
-            try:
-                page.wait_for_function("() => window.livehead.state.firstFrameMs !== null",
-                                       timeout=FIRST_FRAME_TIMEOUT * 1000)
-            except Exception:
-                pytest.fail(f"no decoded frame; page error {page.locator('#call-error').inner_text()!r}, events:\n"
-                            f"{page.locator('#log').inner_text()}")
+            _wait_first_frame(page, errors)
             assert page.evaluate("() => window.livehead.state.cameraTrack !== null")
             page.wait_for_function("() => { const v = document.getElementById('video');"
                                    " return v.videoWidth > 0 && v.currentTime > 0 && !v.paused; }", timeout=10_000)
