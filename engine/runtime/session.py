@@ -251,7 +251,7 @@ class Session:
     def drive_with(self, camera) -> None:
         """Attach a `engine.motion.driver.CameraTimeline` (None detaches): frames rendered from now on follow
         its motion at their pts. Only the motion tier renders from motion; other presets raise InputError."""
-        if camera is not None and getattr(self.cfg, "motion", None) is None:
+        if camera is not None and self.cfg.motion is None:
             raise InputError(f"camera driving needs a motion-tier preset (e.g. motion); {self.cfg.name!r} "
                              "renders pixels directly")
         self.camera = camera
@@ -339,16 +339,17 @@ class Session:
             s, k = self.cfg.stream, self.next_clip
             first, count = self.clip_audio_frames(k)
             a, b, needed = self.audio_span(k)
-            self.in_flight = True
-            epoch = self.epoch
             if self.camera_only:  # the camera gives every channel: no audio features, no generator pass
                 self.ring.forget_before(a)
-                return ClipJob(session=self, clip=k, epoch=epoch, tokens=None, noise=None, prefix_noise=None,
+                self.in_flight = True
+                return ClipJob(session=self, clip=k, epoch=self.epoch, tokens=None, noise=None, prefix_noise=None,
                                motion=self.motion)
             audio = self.ring.read(a, b)
             audio[max(needed - a, 0):] = 0.0  # past the look-ahead: silence, whatever has arrived
             tokens = self.features.tokens_for_frames(audio, a, first, count, s.fps)
             self.ring.forget_before(a)
+            self.in_flight = True
+            epoch = self.epoch
         if count < s.window_frames:  # first clip: the reference prefix gets frame 0's audio (clamped)
             tokens = torch.cat([tokens[:1].expand(s.window_frames - count, -1, -1), tokens])
         noise, prefix_noise = self._clip_noise(k)
