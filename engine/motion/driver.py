@@ -45,6 +45,7 @@ FASTEST_CUTOFF_HZ = 12.0  # One Euro minimum cutoff at smoothing → 0 (a light 
 SLOWEST_CUTOFF_HZ = 0.6  # ... at smoothing 1 (a held, slow face)
 SPEED_GAIN = 4.0  # One Euro beta: how much faster the cutoff grows with the signal's speed (per unit/s)
 DERIVATIVE_CUTOFF_HZ = 1.0  # cutoff of the speed estimate itself
+TRACK_MAX_SIDE = 480  # px: live camera frames are scaled to this long side before tracking (motion is scale-free)
 CAMERA_KEEP_S = 10.0  # camera motions kept behind the newest (a session's latency is at most 2 s)
 
 
@@ -136,6 +137,10 @@ class MotionDriver:
         """Use these driver landmarks [478, 2+] px as the neutral from now on (the filter starts afresh)."""
         self.neutral = np.asarray(landmarks, np.float64)[:, :2]
         self.smoother.reset()
+
+    def reset_neutral(self) -> None:
+        """The next face becomes the neutral (the user relaxed their face and asked for it); the filter restarts."""
+        self.neutral = None
 
     def motion_of(self, landmarks: np.ndarray) -> np.ndarray:
         """Driver landmarks [478, 2+] px of one frame → its smoothed motion [M] (sets the neutral if unset)."""

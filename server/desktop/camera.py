@@ -9,7 +9,7 @@
 
 Threads: the reader delivers uint8 RGB frames [H, W, 3] with the monotonic time each was captured (a webcam:
 when `read` returned it; a file: when it is due, t0 + j / fps, so the file plays in real time); the tracker
-downscales the newest (long side at most MAX_TRACK_SIDE px: the motion is scale-free), tracks it
+downscales the newest (long side at most TRACK_MAX_SIDE px: the motion is scale-free), tracks it
 (`engine.motion.driver.MotionDriver`) and adds its motion [M] to the session's `CameraTimeline` at
 `stamp(captured_at)`: the session-timeline time (s) of the audio captured at that moment. A frame that
 arrives while the tracker is busy replaces the waiting one (always the newest is tracked; the replaced one
@@ -29,11 +29,10 @@ import numpy as np
 from livehead.engine.common.constants import FPS
 from livehead.engine.common.errors import InputError
 from livehead.engine.media.face import quiet_stderr
-from livehead.engine.motion.driver import DEFAULT_SMOOTHING, CameraTimeline, MotionDriver
+from livehead.engine.motion.driver import DEFAULT_SMOOTHING, TRACK_MAX_SIDE, CameraTimeline, MotionDriver
 from livehead.engine.motion.space import MotionSpace
 from livehead.engine.runtime.reenact import video_frames
 
-MAX_TRACK_SIDE = 480  # px: frames are downscaled to this long side before tracking
 STOP_JOIN_SECONDS = 2.0
 WARM_UP_SIDE = 64  # px: the black frame MediaPipe's first (slow) run is spent on
 
@@ -193,7 +192,7 @@ class CameraStats:
                 f"{self.without_face} without), {self.dropped} dropped")
 
 
-def downscale(frame: np.ndarray, max_side: int = MAX_TRACK_SIDE) -> np.ndarray:
+def downscale(frame: np.ndarray, max_side: int = TRACK_MAX_SIDE) -> np.ndarray:
     """uint8 RGB [H, W, 3] → the same frame with its long side at most max_side px (area-averaged)."""
     height, width = frame.shape[:2]
     scale = max_side / max(height, width)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import av
@@ -28,14 +29,13 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from livehead.engine.motion.driver import DEFAULT_SMOOTHING, CameraTimeline, MotionDriver
+from livehead.engine.motion.driver import DEFAULT_SMOOTHING, TRACK_MAX_SIDE, CameraTimeline, MotionDriver
 from livehead.engine.motion.space import MotionSpace
 from livehead.server.webrtc import pacing
 from livehead.server.webrtc.aiortc_private import queued_frames
 from livehead.server.webrtc.pacing import AUDIO_RATE
 
 log = logging.getLogger("livehead.camera")
-TRACK_MAX_SIDE = 480  # px: camera frames are scaled down to this long side before tracking (motion is scale-free)
 
 
 def tracking_size(width: int, height: int, max_side: int = TRACK_MAX_SIDE) -> tuple[int, int]:
@@ -57,8 +57,7 @@ class CameraFeed:
         self._new_neutral = False
         # figures
         self.received = self.tracked = self.without_face = self.dropped = 0
-        self.track_ms: list[float] = []  # the latest tracking times (ms), for /metrics
-        self.last_stamp: float | None = None
+        self.track_ms: deque[float] = deque(maxlen=50)  # the latest tracking times (ms), for /metrics
 
     def reset_neutral(self) -> None:
         """The next face becomes the driver's neutral (the user relaxed their face and asked for it)."""
@@ -70,7 +69,7 @@ class CameraFeed:
             self._driver = MotionDriver(self.space, smoothing=self.smoothing)
         if self._new_neutral:
             self._new_neutral = False
-            self._driver.neutral = None  # the next face is the neutral; the filter restarts there
+            self._driver.reset_neutral()
         return self._driver.push(image)
 
     def timeline_now(self, now: float) -> float:
@@ -101,13 +100,12 @@ class CameraFeed:
                 except (av.error.FFmpegError, ValueError, RuntimeError) as err:  # one bad frame, never the session
                     log.warning("dropped a camera frame: %s", err)
                     continue
-                self.track_ms = (self.track_ms + [(time.perf_counter() - t) * 1000])[-50:]
+                self.track_ms.append((time.perf_counter() - t) * 1000)
                 self.tracked += 1
                 if self._driver is not None:
                     self.without_face = self._driver.frames_without_face
                 if motion is not None and not self.media.closed:
                     self.timeline.add(stamp, motion)
-                    self.last_stamp = stamp
         except MediaStreamError:
             pass
         finally:
