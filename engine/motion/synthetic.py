@@ -28,6 +28,18 @@ def talking_schedule(period_frames: int = 30) -> np.ndarray:
     return np.array([min(1.0, min(i + 1, half - i) / EASE_FRAMES) if i < half else 0.0 for i in range(period_frames)])
 
 
+def open_jaw(landmarks: np.ndarray, amount: float) -> np.ndarray:
+    """Landmarks [478, 2] px with every mesh point below the mouth corners but the upper lip's (lower lip, chin,
+    jaw) moved down by `amount` eye-corner distances (IOD) → new landmarks [478, 2]: a mouth opened by hand."""
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    below = lm[:, 1] > lm[list(L.MOUTH_CORNERS), 1].mean() + 1.0
+    below[468:] = False
+    below[list(L.LIP_INNER_UPPER + L.LIP_OUTER_UPPER)] = False
+    moved = lm.copy()
+    moved[below, 1] += amount * L.eye_corner_distance(lm)
+    return moved
+
+
 def talking_camera(size: int = 256, period_frames: int = 30, jaw: float = 0.18,
                    sway: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """A camera stand-in whose motion is known: the bundled portrait (long side `size`) with its mouth open for
@@ -39,13 +51,9 @@ def talking_camera(size: int = 256, period_frames: int = 30, jaw: float = 0.18,
     renderer = PhotoRenderer(prepare_photo(load_image(DEFAULT_IMAGE), size))
     lm = renderer.neutral
     iod = L.eye_corner_distance(lm)
-    below = lm[:, 1] > lm[list(L.MOUTH_CORNERS), 1].mean() + 1.0
-    below[468:] = False
-    below[list(L.LIP_INNER_UPPER + L.LIP_OUTER_UPPER)] = False
     frames, openings = [], []
     for a in talking_schedule(period_frames):
-        moved = lm.copy()
-        moved[below, 1] += a * jaw * iod
+        moved = open_jaw(lm, a * jaw)
         moved[:, 0] += a * sway * iod
         frames.append(renderer.render(moved))
         openings.append(float(L.mouth_opening(moved)))

@@ -13,6 +13,7 @@ from livehead.engine.media import landmarks as L
 from livehead.engine.model.config import ModelConfig
 from livehead.engine.motion.driver import CameraTimeline, combine_camera
 from livehead.engine.motion.space import N_EYES, N_POSE, default_motion_space
+from livehead.engine.motion.synthetic import open_jaw
 from livehead.engine.runtime.portrait import bundled_demo
 from livehead.engine.runtime.runners import torch_runners
 from livehead.engine.runtime.session import Session, prepare_avatar
@@ -52,14 +53,9 @@ def _motion(runners, frames) -> np.ndarray:
 
 
 def _mouth_open_motion(space, neutral: np.ndarray, amount: float) -> np.ndarray:
-    """A motion [M] with every point below the mouth corners (lower lip, chin, jaw) moved down by `amount` IOD."""
+    """A motion [M] with the lower lip, chin and jaw moved down by `amount` IOD (`open_jaw`)."""
     lm = np.asarray(neutral, np.float64)[:, :2]
-    moved = lm.copy()
-    below = lm[:, 1] > lm[list(L.MOUTH_CORNERS), 1].mean() + 1.0
-    below[468:] = False
-    below[list(L.LIP_INNER_UPPER + L.LIP_OUTER_UPPER)] = False
-    moved[below, 1] += amount * L.eye_corner_distance(lm)
-    return space.encode(moved[None], neutral=lm)[0]
+    return space.encode(open_jaw(lm, amount)[None], neutral=lm)[0]
 
 
 def test_timeline_interpolates_and_holds_its_ends():
