@@ -110,6 +110,12 @@ class ClipJob:
     noise: torch.Tensor | None
     prefix_noise: torch.Tensor | None
     motion: torch.Tensor
+    clips: int = 1  # clips generated in this step (`StreamConfig.max_step_clips`): F = clips · clip_frames
+
+    @property
+    def frames(self) -> int:
+        """New frames this job makes."""
+        return self.clips * self.session.cfg.stream.clip_frames
 
 
 def denoise_jobs(runners: Runners, jobs: list[ClipJob]) -> torch.Tensor:
@@ -117,13 +123,16 @@ def denoise_jobs(runners: Runners, jobs: list[ClipJob]) -> torch.Tensor:
 
     Every job's window = its n motion latents (re-noised to the step's level with fixed noise) + its
     F new latents. The sessions may use different avatars (their reference K/V and face features are
-    stacked on the batch axis). Returns clean latents of the new frames [B, 4, F, s, s] (CPU, fp32).
+    stacked on the batch axis). Every job makes the same F (`denoise_steps` groups jobs of any lengths).
+    Returns clean latents of the new frames [B, 4, F, s, s] (CPU, fp32).
     """
     cfg = runners.cfg
     n = cfg.stream.motion_frames
+    if len({j.frames for j in jobs}) > 1:
+        raise ValueError(f"denoise_jobs batches jobs of one length, got {sorted({j.frames for j in jobs})} frames")
     held = [j.tokens is None for j in jobs]  # camera-only sessions: nothing to generate (`Session.camera_only`)
     if any(held):
-        out = torch.cat([j.motion[:, :, -1:].expand(-1, -1, cfg.stream.clip_frames, -1, -1).float() for j in jobs])
+        out = torch.cat([j.motion[:, :, -1:].expand(-1, -1, j.frames, -1, -1).float() for j in jobs])
         model_jobs = [j for j, h in zip(jobs, held) if not h]
         if model_jobs:
             rows = [i for i, h in enumerate(held) if not h]
@@ -142,6 +151,18 @@ def denoise_jobs(runners: Runners, jobs: list[ClipJob]) -> torch.Tensor:
         v = guided_denoise(runners, window, int(t), tokens, face, kv, cfg.sampler.guidance_scale)
         x = sampler.step(v[:, :, n:], int(t), x)
     return x
+
+
+def denoise_steps(runners: Runners, jobs: list[ClipJob]) -> list[torch.Tensor]:
+    """`denoise_jobs` for jobs of any lengths: one batch per length → each job's latents [1, 4, F_j, s, s], in
+    the jobs' order."""
+    out: list[torch.Tensor | None] = [None] * len(jobs)
+    for frames in sorted({j.frames for j in jobs}):
+        rows = [i for i, j in enumerate(jobs) if j.frames == frames]
+        latents = denoise_jobs(runners, [jobs[i] for i in rows])
+        for r, i in enumerate(rows):
+            out[i] = latents[r:r + 1]
+    return out
 
 
 class AudioRing:
@@ -291,23 +312,33 @@ class Session:
     def _frame_sample(self, frame: int) -> int:
         return frame * self.sample_rate // self.cfg.stream.fps
 
-    def _clip_range(self, clip: int) -> tuple[int, int]:
-        """Frames [first, first + n + F) of the clip's window, motion prefix included."""
+    def _clip_range(self, clip: int, clips: int = 1) -> tuple[int, int]:
+        """Frames [first, first + n + clips·F) of the window of `clips` clips from `clip` on, motion prefix
+        included."""
         s = self.cfg.stream
-        return clip * s.clip_frames - s.motion_frames, s.window_frames
+        return clip * s.clip_frames - s.motion_frames, s.motion_frames + clips * s.clip_frames
 
-    def clip_ready(self) -> bool:
-        """True when the next clip's audio (with look-ahead) is in, or the ended stream has frames left."""
+    def clip_ready(self, clip: int | None = None) -> bool:
+        """True when the clip's (default: the next clip's) audio (with look-ahead) is in, or the ended stream has
+        frames there."""
+        clip = self.next_clip if clip is None else clip
         if self.total_frames is not None:
-            return self.next_clip * self.cfg.stream.clip_frames < self.total_frames
-        return self.audio_needed(self.next_clip) <= self.ring.end
+            return clip * self.cfg.stream.clip_frames < self.total_frames
+        return self.audio_needed(clip) <= self.ring.end
 
-    def audio_span(self, clip: int) -> tuple[int, int, int]:
-        """Samples (start, end, needed) of the clip's encoder window: [start, end) is what the encoder reads,
-        `needed` ≤ end the look-ahead limit (`StreamConfig.lookahead_s`): samples from it on read as silence,
-        so the clip is ready once `needed` samples are in."""
+    def ready_clips(self, limit: int) -> int:
+        """How many consecutive clips from the next one have their audio in, at most `limit` (0: none)."""
+        count = 0
+        while count < limit and self.clip_ready(self.next_clip + count):
+            count += 1
+        return count
+
+    def audio_span(self, clip: int, clips: int = 1) -> tuple[int, int, int]:
+        """Samples (start, end, needed) of the encoder window of `clips` clips from `clip` on: [start, end) is what
+        the encoder reads, `needed` ≤ end the look-ahead limit (`StreamConfig.lookahead_s`): samples from it on
+        read as silence, so the step is ready once `needed` samples are in (its last clip's need)."""
         s = self.cfg.stream
-        first, count = self.clip_audio_frames(clip)
+        first, count = self.clip_audio_frames(clip, clips)
         start, end = self.features.required_span(first, count, s.fps)
         return start, end, s.audio_needed(first + count - 1, self.sample_rate, end)
 
@@ -315,9 +346,9 @@ class Session:
         """The sample count the stream must reach before `clip` can be generated."""
         return self.audio_span(clip)[2]
 
-    def clip_audio_frames(self, clip: int) -> tuple[int, int]:
-        """Frames whose audio tokens are computed for the clip: the window minus frames before 0."""
-        first, count = self._clip_range(clip)
+    def clip_audio_frames(self, clip: int, clips: int = 1) -> tuple[int, int]:
+        """Frames whose audio tokens are computed for the step: the window minus frames before 0."""
+        first, count = self._clip_range(clip, clips)
         return max(first, 0), count - max(-first, 0)
 
     def run_clip(self) -> list[VideoFrame]:
@@ -327,8 +358,11 @@ class Session:
             return []
         return self.finish_clip(job, denoise_jobs(self.runners, [job]))
 
-    def prepare_clip(self) -> ClipJob | None:
-        """Take the next clip's inputs (audio tokens, noise, motion prefix), or None if it is not ready.
+    def prepare_clip(self, max_clips: int = 1) -> ClipJob | None:
+        """Take the next step's inputs (audio tokens, noise, motion prefix), or None if no clip is ready. The step
+        holds every consecutive clip whose audio is in, at most `max_clips` (one window, one generator pass; the
+        live worker passes `StreamConfig.max_step_clips`); its noise is the clips' own, so the frames depend only on
+        how the steps fell, not on when audio arrived within them.
 
         The expensive denoising happens outside the session (`denoise_jobs`, batched across sessions);
         `finish_clip` decodes and queues the result.
@@ -337,24 +371,37 @@ class Session:
             if self.in_flight or not self.clip_ready():
                 return None
             s, k = self.cfg.stream, self.next_clip
-            first, count = self.clip_audio_frames(k)
-            a, b, needed = self.audio_span(k)
+            m = max(1, self.ready_clips(max(1, max_clips)))
+            first, count = self.clip_audio_frames(k, m)
+            a, b, needed = self.audio_span(k, m)
             if self.camera_only:  # the camera gives every channel: no audio features, no generator pass
                 self.ring.forget_before(a)
                 self.in_flight = True
                 return ClipJob(session=self, clip=k, epoch=self.epoch, tokens=None, noise=None, prefix_noise=None,
-                               motion=self.motion)
+                               motion=self.motion, clips=m)
             audio = self.ring.read(a, b)
             audio[max(needed - a, 0):] = 0.0  # past the look-ahead: silence, whatever has arrived
-            tokens = self.features.tokens_for_frames(audio, a, first, count, s.fps)
             self.ring.forget_before(a)
             self.in_flight = True
             epoch = self.epoch
-        if count < s.window_frames:  # first clip: the reference prefix gets frame 0's audio (clamped)
-            tokens = torch.cat([tokens[:1].expand(s.window_frames - count, -1, -1), tokens])
+        # outside the lock: the audio encoder takes milliseconds, and push_audio (the event loop) must not wait
+        # for it; the features' running max is touched only here, by the one thread that prepares this
+        # session's clips (in_flight keeps a second prepare out)
+        try:
+            tokens = self.features.tokens_for_frames(audio, a, first, count, s.fps)
+        except BaseException:
+            with self.lock:  # a failing encoder must not leave the session stuck in flight
+                if self.epoch == epoch:
+                    self.in_flight = False
+            raise
+        window = s.motion_frames + m * s.clip_frames
+        if count < window:  # first clip: the reference prefix gets frame 0's audio (clamped)
+            tokens = torch.cat([tokens[:1].expand(window - count, -1, -1), tokens])
         noise, prefix_noise = self._clip_noise(k)
+        if m > 1:
+            noise = torch.cat([noise] + [self._clip_noise(k + j)[0] for j in range(1, m)], dim=2)
         return ClipJob(session=self, clip=k, epoch=epoch, tokens=tokens[None].float().cpu(), noise=noise,
-                       prefix_noise=prefix_noise, motion=self.motion)
+                       prefix_noise=prefix_noise, motion=self.motion, clips=m)
 
     def finish_clip(self, job: ClipJob, latents: torch.Tensor) -> list[VideoFrame]:
         """latents [1, 4, F, s, s] of `job` → decoded frames, queued. A clip overtaken by clear() is dropped."""
@@ -372,7 +419,7 @@ class Session:
                 return False
             if s.motion_frames:  # the buffer rolls: the newest n frames (a clip may be shorter than n)
                 self.motion = torch.cat([self.motion, latents.to(self.motion.dtype)], dim=2)[:, :, -s.motion_frames:]
-            self.next_clip = job.clip + 1
+            self.next_clip = job.clip + job.clips
             return True
 
     def decode_clip(self, job: ClipJob, latents: torch.Tensor) -> list[VideoFrame]:
