@@ -31,7 +31,8 @@ an unheard voice's lips apart through a long silence.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,7 +45,6 @@ from livehead.engine.model.mouth_refiner import (
     MouthRefinerConfig,
     load_mouth_refiner,
     neutral_mouth_crop,
-    refine_frame,
 )
 from livehead.engine.model.voice_activity import VoiceActivityProbe, load_voice_probe, voice_gate
 from livehead.engine.motion.driver import MotionSmoother, combine_camera
@@ -52,6 +52,7 @@ from livehead.engine.motion.renderer import PhotoRenderer
 from livehead.engine.motion.shape import rest_landmarks, shape_code
 from livehead.engine.motion.space import MotionSpace, default_motion_space
 from livehead.engine.motion.tracker import detect
+from livehead.engine.runtime.render_process import RenderProcess, render_motion
 
 
 @dataclass
@@ -64,6 +65,7 @@ class MotionAvatar:
     mouth_crop: np.ndarray  # uint8 [S, S, 3] the photo's own mouth, what the mouth refiner reads
     rest: np.ndarray  # float64 [478, 2] the photo's face with closed lips: generated motion is decoded onto it
     neutral_expression: np.ndarray  # float64 [K] the photo's own face relative to its rest (0: lips closed)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # names the rig in a render process
 
     @property
     def neutral(self) -> np.ndarray:
@@ -87,6 +89,7 @@ class MotionRunners:
         self.motion_std = motion_std.detach().float().cpu()
         self.expression = float(expression)
         self.head_motion = float(head_motion)
+        self.render_process: RenderProcess | None = None  # see start_render_process
         if self.space.dim != cfg.motion.motion_dim:
             raise ValueError(f"motion space has {self.space.dim} channels, the generator {cfg.motion.motion_dim}")
 
@@ -179,10 +182,21 @@ class MotionRunners:
             raise ValueError("the motion tier decodes onto an avatar's photo: pass its MotionAvatar")
         motion = self.denormalise(latents[:, :, 0, 0].float().cpu()).numpy().astype(np.float64)
         motion[:, :self.space.k] *= self.expression
-        moved = self.space.decode(motion, reference.rest)
-        frames = np.stack([refine_frame(self.refiner, reference.renderer.render(m), m, reference.mouth_crop,
-                                        reference.neutral) for m in moved])
+        pool = self.render_process
+        frames = pool.render(reference, motion) if pool is not None else \
+            render_motion(self.space, self.refiner, reference, motion)
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+
+    def start_render_process(self) -> None:
+        """Render in a child process from now on (`engine.runtime.render_process`: the photo warp and mouth refiner
+        off this interpreter's lock, for a live server with several sessions). Same frames."""
+        if self.render_process is None:
+            self.render_process = RenderProcess(self.space, self.refiner)
+
+    def stop_render_process(self) -> None:
+        pool, self.render_process = self.render_process, None
+        if pool is not None:
+            pool.close()
 
 
 class OutputSmoother:

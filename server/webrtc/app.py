@@ -83,6 +83,9 @@ class ServeConfig:
     no_audio_grace: float = 2.0  # s after connecting without mic audio before the clock starts on silence
     record_seconds: float = 0.0  # keep this much received mic audio per session (measurement only)
     seed: int = 0
+    # motion tier: render in a child process (`MotionRunners.start_render_process`), off the interpreter lock the
+    # event loop and the generation thread share
+    render_process: bool = True
     portrait: Path = field(default_factory=lambda: DEFAULT_IMAGE)
 
 
@@ -177,6 +180,8 @@ class LiveServer:
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def startup(self, app: web.Application) -> None:
+        if self.config.render_process and hasattr(self.runners, "start_render_process"):
+            await asyncio.get_running_loop().run_in_executor(None, self.runners.start_render_process)
         self.worker.start()
         entry = await self.avatars.add_default(self.config.portrait)
         session = Session(self.runners, entry.avatar, seed=self.config.seed)
@@ -213,6 +218,8 @@ class LiveServer:
     async def shutdown(self, app: web.Application) -> None:
         await asyncio.gather(*(peer.close("server shutdown") for peer in list(self.peers.values())))
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        if hasattr(self.runners, "stop_render_process"):
+            await asyncio.get_running_loop().run_in_executor(None, self.runners.stop_render_process)
 
     # ---- helpers -------------------------------------------------------------------------
     def authorized(self, request: web.Request) -> bool:
