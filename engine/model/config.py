@@ -148,6 +148,11 @@ class StreamConfig:
     # Motion tier: causal One Euro smoothing of the generated expression before it is rendered (0 = none, 1 =
     # strongest; `engine.motion.driver.MotionSmoother`). The generator's own motion frames stay unsmoothed.
     output_smoothing: float = 0.0
+    # Live steps under load: a session whose next clips' audio is all in may have up to this many clips
+    # generated in one step (one audio-encoder window and one generator pass for all of them). Alone on a fast
+    # machine one clip is ready at a time, so steps stay `clip_frames` long (lowest latency); when generation
+    # falls behind, or sessions share the CPU, steps grow and a frame costs less. 1: fixed windows (pixel presets).
+    max_step_clips: int = 1
 
     def prefix_timestep(self, t):
         """Noise level of the motion prefix while denoising at timestep t (an int or a tensor of them)."""
@@ -172,6 +177,8 @@ class StreamConfig:
             raise ValueError(f"stream needs clip_frames >= 1, motion_frames >= 0, fps >= 1, got {self}")
         if self.lookahead_s is not None and not 0.0 <= self.lookahead_s <= 1.0:
             raise ValueError(f"lookahead_s must be between 0 and 1 s (or None), got {self.lookahead_s}")
+        if self.max_step_clips < 1:
+            raise ValueError(f"max_step_clips must be at least 1, got {self.max_step_clips}")
         if not 0.0 <= self.output_smoothing <= 1.0:
             raise ValueError(f"output_smoothing must be between 0 and 1, got {self.output_smoothing}")
 
@@ -270,7 +277,7 @@ PRESETS: dict[str, ModelConfig] = {
         # output_smoothing 0.15: the strongest whose training-clip mouth correlation stays within 0.02 of none
         # (benchmarks/output_smoothing.py; jitter 0.0075 → 0.0068 against the real 0.0071)
         stream=StreamConfig(image_size=512, fps=25, clip_frames=2, motion_frames=8, prefix_timestep_cap=-1,
-                            lookahead_s=0.04, output_smoothing=0.15),
+                            lookahead_s=0.04, output_smoothing=0.15, max_step_clips=2),
         seeded_weights=True,
         bundled_weights="assets/motion",
         motion=MotionGeneratorConfig(),

@@ -106,7 +106,7 @@ class LiveMedia:
         self.target_shift48 = 0
         self.adaptive = adaptive
         self.min_latency = latency if min_latency is None else min(min_latency, latency)
-        self.slacks: deque[tuple[float, float]] = deque()  # (ready time, due − ready) of recent chunks
+        self.slacks: deque[tuple[float, float, int]] = deque()  # (ready time, due − ready, frames) of recent steps
         self.latency_changes = 0
         self.latency_range = (latency, latency)  # the lowest and highest latency this session ran at
         self.kick = kick
@@ -264,15 +264,15 @@ class LiveMedia:
         slack = pacing.video_due(self.t0, self.base_latency, frames[0].index, self.fps) - now
         log.debug("frames %d-%d ready %.3f s before the first is due", frames[0].index, frames[-1].index,
                   slack + self.shift48 / AUDIO_RATE)
-        self.slacks.append((now, slack))
+        self.slacks.append((now, slack, len(frames)))
         while self.slacks and self.slacks[0][0] < now - SLACK_WINDOW_S:
             self.slacks.popleft()
         if self.adaptive:  # steps are taken from the target, which the audio track reaches in quiet moments
             target = self.target_shift48 / AUDIO_RATE
             span = now - self.slacks[0][0]
-            made = len(self.slacks) * self.session.cfg.stream.clip_frames  # frames generated in the window
+            made = sum(n for _, _, n in self.slacks)  # frames generated in the window
             keeping_up = span < 1.0 or made >= KEEPING_UP * self.fps * span
-            step = pacing.latency_step([sl + target for _, sl in self.slacks], span, self.base_latency + target,
+            step = pacing.latency_step([sl + target for _, sl, _ in self.slacks], span, self.base_latency + target,
                                        self.min_latency, MAX_LATENCY_S, AUDIO_FRAME / AUDIO_RATE,
                                        keeping_up=keeping_up)
             if step:

@@ -8,8 +8,10 @@
     worker.remove(session); worker.stop()
 
 Each round gathers `Session.prepare_clip()` from the registered sessions whose next clip's audio is
-in (round-robin, at most `max_batch`), denoises them together with `denoise_jobs` (one batched
-denoiser pass per step: dynamic batching across sessions) and commits each (`Session.commit_clip`:
+in (round-robin, at most `max_batch`; a session whose following clips' audio is in too gets them in the same
+step, up to `StreamConfig.max_step_clips`: when generation falls behind, steps grow and each frame costs
+less), denoises them together with `denoise_steps` (one batched denoiser pass per step length: dynamic
+batching across sessions) and commits each (`Session.commit_clip`:
 the motion frames move on). A second thread decodes the committed clips (`Session.decode_clip`) and
 hands the frames to the event loop with `loop.call_soon_threadsafe`: while clip k decodes, clip k+1
 already denoises. Torch releases the GIL inside its kernels, so with one intra-op thread per call the
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Protocol
 
-from livehead.engine.runtime.session import Session, VideoFrame, denoise_jobs
+from livehead.engine.runtime.session import Session, VideoFrame, denoise_steps
 
 log = logging.getLogger("livehead.worker")
 IDLE_WAIT_S = 0.01  # longest sleep between scans when no clip is ready and nobody kicks
@@ -153,7 +155,7 @@ class GenerationWorker:
         jobs = []
         for session, listener in sessions[start:] + sessions[:start]:
             listener.catch_up(time.monotonic())  # no clip of this session is in flight here
-            job = session.prepare_clip()
+            job = session.prepare_clip(self.runners.cfg.stream.max_step_clips)
             if job is not None:
                 jobs.append(job)
                 if len(jobs) >= self.max_batch:
@@ -202,9 +204,8 @@ class GenerationWorker:
                 continue
             t = time.perf_counter()
             try:
-                latents = denoise_jobs(self.runners, jobs)
-                done = [(job, latents[i:i + 1]) for i, job in enumerate(jobs)
-                        if job.session.commit_clip(job, latents[i:i + 1])]
+                latents = denoise_steps(self.runners, jobs)
+                done = [(job, lat) for job, lat in zip(jobs, latents) if job.session.commit_clip(job, lat)]
             except Exception:
                 log.exception("generation failed for a batch of %d clips; those sessions restart from idle", len(jobs))
                 self._fail(jobs)  # the listeners clear their sessions: that also ends the clips in flight
