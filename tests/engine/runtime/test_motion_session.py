@@ -172,3 +172,70 @@ def test_output_smoothing_is_causal_deterministic_and_steadies_the_expression(de
 
     raw = _frames(plain, avatar, pcm, RATE // 50)
     assert acceleration(smooth, whole) < 0.8 * acceleration(plain, raw)
+
+
+def test_steps_of_two_clips_make_the_same_frames_the_same_way(runners, demo):
+    """A step that takes two ready clips at once (`StreamConfig.max_step_clips`, what a live server does when it
+    falls behind) makes their frames in one generator pass: indices contiguous, the clips' own noise, the motion
+    buffer rolled by both; the mouth follows the same speech as with single-clip steps."""
+    from livehead.engine.runtime.session import denoise_jobs, denoise_steps
+
+    avatar, pcm = demo
+    single, double = Session(runners, avatar), Session(runners, avatar)
+    for s in (single, double):
+        s.push_audio(pcm, RATE)
+    cf = CFG.stream.clip_frames
+    job = double.prepare_clip(max_clips=2)
+    assert job.clips == 2 and job.frames == 2 * cf
+    first, second = single.prepare_clip(), None
+    np.testing.assert_array_equal(job.noise[:, :, :cf].numpy(), first.noise.numpy())
+    assert job.tokens.shape[1] == CFG.stream.motion_frames + 2 * cf
+    with pytest.raises(ValueError, match="one length"):
+        denoise_jobs(runners, [job, first])
+    latents = denoise_steps(runners, [job, first])
+    assert [tuple(x.shape[2:3]) for x in latents] == [(2 * cf,), (cf,)]
+    single.finish_clip(first, latents[1])
+    second = single.prepare_clip()
+    np.testing.assert_array_equal(job.noise[:, :, cf:].numpy(), second.noise.numpy())
+    frames = double.finish_clip(job, latents[0])
+    assert [f.index for f in frames] == list(range(2 * cf)) and double.next_clip == 2
+    # the whole clip in steps of up to two clips: every frame once, in order, the mouth moving with the speech
+    whole = Session(runners, avatar)
+    whole.push_audio(pcm, RATE)
+    whole.flush()
+    out = []
+    while (job := whole.prepare_clip(max_clips=2)) is not None:
+        out += whole.finish_clip(job, denoise_jobs(runners, [job]))
+    reference = _frames(runners, avatar, pcm, len(pcm))
+    assert [f.index for f in out] == [f.index for f in reference]
+    a, b = _openings(out), _openings(reference)
+    assert np.corrcoef(a, b)[0, 1] > 0.8, (a, b)
+
+
+def test_the_render_process_draws_the_same_frames(demo):
+    """Rendering in a child process (the live server's default) gives the in-process frames bit for bit, keeps
+    several avatars apart, and starts again when the child dies."""
+    from livehead.engine.runtime.render_process import render_motion
+
+    own = torch_runners(load_model(CFG))
+    avatar, _ = demo
+    other = prepare_avatar(own, np.ascontiguousarray(avatar.image[:, ::-1]), None).decoder_reference
+    rng = np.random.default_rng(0)
+    motion = np.zeros((3, own.space.dim))
+    motion[:, :own.space.k] = rng.normal(0, 1, (3, own.space.k)) * own.motion_std[:own.space.k].numpy()
+    local = [render_motion(own.space, own.refiner, a, motion) for a in (avatar.decoder_reference, other)]
+    assert not np.array_equal(local[0], local[1])
+    own.start_render_process()
+    try:
+        pool = own.render_process
+        for _ in range(2):  # the second time the avatars are already in the child
+            for a, expected in zip((avatar.decoder_reference, other), local):
+                np.testing.assert_array_equal(pool.render(a, motion), expected)
+        pool._process.kill()
+        pool._process.join()
+        np.testing.assert_array_equal(pool.render(other, motion), local[1])
+        assert pool.restarts == 1
+    finally:
+        own.stop_render_process()
+    assert own.render_process is None
+    own.stop_render_process()  # idempotent
