@@ -55,7 +55,8 @@ from livehead.engine.media.landmarks import (
 
 __all__ = [
     "DEFAULT_PATH", "MouthRefiner", "MouthRefinerConfig", "inner_lip_mask", "load_mouth_refiner",
-    "mouth_crop_box", "neutral_mouth_crop", "refine_crop", "refine_frame", "refine_strength", "resize_crop",
+    "mouth_crop_box", "neutral_mouth_crop", "refine_crop", "refine_frame", "refine_frames", "refine_strength",
+    "resize_crop",
     "to_tensor",
 ]
 
@@ -202,6 +203,37 @@ def refine_crop(refiner: MouthRefiner, render_crop: np.ndarray, neutral_crop: np
     return ((refined - render)[0] * (255.0 * strength)).permute(1, 2, 0).numpy()
 
 
+def _refine_box(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmarks: np.ndarray, neutral_crop: np.ndarray,
+                neutral_landmarks: np.ndarray | None):
+    """(the mouth box, the strength) a frame is refined with, or None when it is left as it is."""
+    if refiner is None:
+        return None
+    size = refiner.cfg.size
+    if neutral_crop.shape != (size, size, 3):
+        raise ValueError(f"the neutral mouth crop must be [{size}, {size}, 3], got {list(neutral_crop.shape)}")
+    strength = 1.0 if neutral_landmarks is None else refine_strength(moved_landmarks, neutral_landmarks)
+    if strength <= 0.0:
+        return None
+    box = mouth_crop_box(moved_landmarks, frame.shape, size)
+    if box[2] - box[0] < MIN_REFINE_SIDE:  # a mouth this small: the refiner's detail would be resampled away
+        return None
+    return box, strength
+
+
+def _paste(frame: np.ndarray, box: tuple[int, int, int, int], delta: np.ndarray) -> np.ndarray:
+    """A copy of frame with the change delta float32 [S, S, 3] (crop size) resized onto box and added."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    side = x1 - x0
+    interp = cv2.INTER_AREA if side < delta.shape[0] else cv2.INTER_LINEAR
+    delta = cv2.resize(delta, (side, side), interpolation=interp)
+    out = frame.copy()
+    region = out[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = np.clip(np.rint(region + delta), 0, 255).astype(np.uint8)
+    return out
+
+
 def refine_frame(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmarks: np.ndarray,
                  neutral_crop: np.ndarray, neutral_landmarks: np.ndarray | None = None) -> np.ndarray:
     """A rendered frame uint8 [H, W, 3] with its moved landmarks [478, 2+] and the photo's neutral mouth
@@ -209,28 +241,36 @@ def refine_frame(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmark
     inside the mouth box can change, and only where the residual is not zero. With the photo's neutral
     landmarks the change is scaled by `refine_strength` (none at the photo's own mouth opening, as the mouth
     layer). The frame itself when refiner is None or the strength 0."""
-    import cv2
-
-    if refiner is None:
+    found = _refine_box(refiner, frame, moved_landmarks, neutral_crop, neutral_landmarks)
+    if found is None:
         return frame
+    box, strength = found
     size = refiner.cfg.size
-    if neutral_crop.shape != (size, size, 3):
-        raise ValueError(f"the neutral mouth crop must be [{size}, {size}, 3], got {list(neutral_crop.shape)}")
-    strength = 1.0 if neutral_landmarks is None else refine_strength(moved_landmarks, neutral_landmarks)
-    if strength <= 0.0:
-        return frame
-    box = mouth_crop_box(moved_landmarks, frame.shape, size)
-    x0, y0, x1, y1 = box
-    if x1 - x0 < MIN_REFINE_SIDE:  # a mouth this small: the refiner's detail would be resampled away
-        return frame
     delta = refine_crop(refiner, resize_crop(frame, box, size), neutral_crop,
                         inner_lip_mask(moved_landmarks, box, size), strength)
-    side = x1 - x0
-    interp = cv2.INTER_AREA if side < size else cv2.INTER_LINEAR
-    delta = cv2.resize(delta, (side, side), interpolation=interp)
-    out = frame.copy()
-    region = out[y0:y1, x0:x1]
-    out[y0:y1, x0:x1] = np.clip(np.rint(region + delta), 0, 255).astype(np.uint8)
+    return _paste(frame, box, delta)
+
+
+@torch.inference_mode()
+def refine_frames(refiner: MouthRefiner | None, frames: list[np.ndarray], moved: list[np.ndarray],
+                  neutral_crop: np.ndarray, neutral_landmarks: np.ndarray | None = None) -> list[np.ndarray]:
+    """`refine_frame` for several frames of one photo, their crops in one batched pass (about a quarter less
+    time a crop on a CPU for a few frames): frames uint8 [H, W, 3] and moved landmarks [478, 2+] each → the
+    refined frames. Equal to refine_frame per frame up to the last bit of a few pixels (batched convolutions
+    round differently)."""
+    found = [_refine_box(refiner, f, m, neutral_crop, neutral_landmarks) for f, m in zip(frames, moved)]
+    todo = [i for i, x in enumerate(found) if x is not None]
+    if not todo:
+        return list(frames)
+    size = refiner.cfg.size
+    renders = torch.cat([to_tensor(resize_crop(frames[i], found[i][0], size)) for i in todo])
+    masks = torch.cat([to_tensor(inner_lip_mask(moved[i], found[i][0], size)) for i in todo])
+    neutral = to_tensor(neutral_crop).expand(len(todo), -1, -1, -1)
+    changes = refiner(renders, neutral, masks) - renders
+    out = list(frames)
+    for row, i in enumerate(todo):
+        box, strength = found[i]
+        out[i] = _paste(frames[i], box, (changes[row] * (255.0 * strength)).permute(1, 2, 0).numpy())
     return out
 
 

@@ -6,7 +6,7 @@ lock, so with several sessions the three threads queue behind each other and two
 one. Here the rendering runs in its own process (its own lock); the decode thread only sends motion and
 waits for frames.
 
-    pool = RenderProcess(space, refiner)        # spawns the child (a second or two: it imports torch)
+    pool = RenderProcess(space, refiner, nice=10)  # spawns the child (a second or two: it imports torch)
     frames = pool.render(avatar, motion)        # MotionAvatar, motion float64 [F, M] → uint8 [F, H, W, 3]
     pool.close()
 
@@ -31,18 +31,25 @@ START_TIMEOUT_S = 120.0  # the child's imports and first message
 def render_motion(space, refiner, avatar, motion: np.ndarray) -> np.ndarray:
     """motion float64 [F, M] (denormalised, expression already scaled) → uint8 [F, H, W, 3]: the avatar's photo
     moved to each motion, its mouth refined (what `MotionRunners.decode` draws)."""
-    from livehead.engine.model.mouth_refiner import refine_frame
+    from livehead.engine.model.mouth_refiner import refine_frames
 
-    moved = space.decode(motion, avatar.rest)
-    return np.stack([refine_frame(refiner, avatar.renderer.render(m), m, avatar.mouth_crop, avatar.neutral)
-                     for m in moved])
+    moved = list(space.decode(motion, avatar.rest))
+    frames = [avatar.renderer.render(m) for m in moved]
+    return np.stack(refine_frames(refiner, frames, moved, avatar.mouth_crop, avatar.neutral))
 
 
-def _child(conn, space, refiner) -> None:
+def _child(conn, space, refiner, nice: int) -> None:
     """The child's loop: ("avatar", key, MotionAvatar) | ("render", key, motion) | ("forget", key) | None."""
+    import os
+
     import torch
 
     torch.set_num_threads(1)
+    if nice:
+        try:
+            os.nice(nice)
+        except (AttributeError, OSError):
+            pass
     avatars: dict = {}
     conn.send(("ready", None))
     while True:
@@ -68,8 +75,9 @@ def _child(conn, space, refiner) -> None:
 class RenderProcess:
     """A child process that renders motion-tier frames (see the module doc). Thread-safe."""
 
-    def __init__(self, space, refiner):
-        self.space, self.refiner = space, refiner
+    def __init__(self, space, refiner, nice: int = 0):
+        """nice: added to the child's nice value (a live server's model work yields to its event loop)."""
+        self.space, self.refiner, self.nice = space, refiner, nice
         self._lock = threading.Lock()
         self._sent: OrderedDict[str, None] = OrderedDict()
         self._process = None
@@ -81,7 +89,7 @@ class RenderProcess:
     def _start(self) -> None:
         ctx = mp.get_context("spawn")  # no fork of a process with model threads running
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_child, args=(child, self.space, self.refiner), name="livehead-render",
+        process = ctx.Process(target=_child, args=(child, self.space, self.refiner, self.nice), name="livehead-render",
                               daemon=True)
         process.start()
         child.close()

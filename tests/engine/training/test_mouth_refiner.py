@@ -24,6 +24,7 @@ from livehead.engine.model.mouth_refiner import (
     mouth_crop_box,
     neutral_mouth_crop,
     refine_frame,
+    refine_frames,
     refine_strength,
 )
 from livehead.engine.motion import mesh
@@ -128,6 +129,24 @@ def test_refine_frame_changes_only_pixels_inside_the_mouth_box():
     assert refine_frame(None, frame, lm, neutral) is frame
     with pytest.raises(ValueError, match="neutral mouth crop"):
         refine_frame(_perturbed(), frame, lm, neutral[:-1])
+
+
+def test_refining_several_frames_at_once_matches_one_by_one():
+    """refine_frames (the live renderer's batched pass) gives what refine_frame gives frame by frame, frames it
+    leaves alone included (no strength, a mouth too small)."""
+    rng = np.random.default_rng(1)
+    refiner = _perturbed()
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    neutral_lm = _face(gap=2.0)
+    neutral = neutral_mouth_crop(frame, neutral_lm)
+    moved = [_face(gap=8.0), neutral_lm, _face(gap=12.0, centre=(110.0, 118.0)), _face(width=16.0, gap=4.0)]
+    frames = [rng.integers(0, 256, frame.shape, dtype=np.uint8) for _ in moved]
+    single = [refine_frame(refiner, f, m, neutral, neutral_lm) for f, m in zip(frames, moved)]
+    batched = refine_frames(refiner, frames, moved, neutral, neutral_lm)
+    assert sum(not np.array_equal(s, f) for s, f in zip(single, frames)) == 2  # two are left as rendered
+    for s, b in zip(single, batched):
+        assert np.abs(s.astype(int) - b).max() <= 1 and np.mean(s != b) < 1e-3
+    assert refine_frames(None, frames, moved, neutral)[0] is frames[0]
 
 
 def test_a_mouth_too_small_to_refine_is_left_as_rendered():
