@@ -178,20 +178,24 @@ class MotionRunners:
 
     def decode(self, latents: torch.Tensor, reference: MotionAvatar | None = None) -> torch.Tensor:
         """latents [N, D, 1, 1] → frames [N, 3, H, W] in [0, 1]: the avatar's photo moved to each motion."""
+        return torch.from_numpy(self.decode_images(latents, reference)).permute(0, 3, 1, 2).float() / 255.0
+
+    def decode_images(self, latents: torch.Tensor, reference: MotionAvatar | None = None) -> np.ndarray:
+        """`decode` as the images themselves, uint8 [N, H, W, 3] (what a live session sends: no float round trip)."""
         if reference is None:
             raise ValueError("the motion tier decodes onto an avatar's photo: pass its MotionAvatar")
         motion = self.denormalise(latents[:, :, 0, 0].float().cpu()).numpy().astype(np.float64)
         motion[:, :self.space.k] *= self.expression
         pool = self.render_process
-        frames = pool.render(reference, motion) if pool is not None else \
+        return pool.render(reference, motion) if pool is not None else \
             render_motion(self.space, self.refiner, reference, motion)
-        return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
 
-    def start_render_process(self) -> None:
+    def start_render_process(self, nice: int = 0) -> None:
         """Render in a child process from now on (`engine.runtime.render_process`: the photo warp and mouth refiner
-        off this interpreter's lock, for a live server with several sessions). Same frames."""
+        off this interpreter's lock, for a live server with several sessions; `nice` lowers its CPU priority).
+        Same frames."""
         if self.render_process is None:
-            self.render_process = RenderProcess(self.space, self.refiner)
+            self.render_process = RenderProcess(self.space, self.refiner, nice)
 
     def stop_render_process(self) -> None:
         pool, self.render_process = self.render_process, None

@@ -439,7 +439,9 @@ class Session:
             driving = camera.at((first + np.arange(len(latents))) / s.fps)
             if driving is not None:
                 latents = self.runners.drive(latents, driving, camera.voice, self.avatar.decoder_reference)
-        images = to_uint8(self.runners.decode(latents, self.avatar.decoder_reference))
+        decode_images = getattr(self.runners, "decode_images", None)  # the motion tier draws uint8 images directly
+        images = decode_images(latents, self.avatar.decoder_reference) if decode_images is not None else \
+            to_uint8(self.runners.decode(latents, self.avatar.decoder_reference))
         out = []
         for j, image in enumerate(images):
             index = job.clip * s.clip_frames + j

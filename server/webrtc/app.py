@@ -47,7 +47,7 @@ from livehead.server.webrtc.aiortc_private import negotiated_codec, shorten_audi
 from livehead.server.webrtc.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from livehead.server.webrtc.camera import CameraFeed
 from livehead.server.webrtc.tracks import AvatarVideoTrack, DelayedAudioTrack, LiveMedia, consume_mic
-from livehead.server.webrtc.worker import GenerationWorker
+from livehead.server.webrtc.worker import MODEL_NICE, GenerationWorker
 
 log = logging.getLogger("livehead.server")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -181,7 +181,7 @@ class LiveServer:
     # ---- lifecycle -----------------------------------------------------------------------
     async def startup(self, app: web.Application) -> None:
         if self.config.render_process and hasattr(self.runners, "start_render_process"):
-            await asyncio.get_running_loop().run_in_executor(None, self.runners.start_render_process)
+            await asyncio.get_running_loop().run_in_executor(None, self.runners.start_render_process, MODEL_NICE)
         self.worker.start()
         entry = await self.avatars.add_default(self.config.portrait)
         session = Session(self.runners, entry.avatar, seed=self.config.seed)
