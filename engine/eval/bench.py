@@ -85,20 +85,20 @@ def component_ms(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate:
     return out
 
 
-def chunk_seconds(runners: Runners, avatar: Avatar, batch: int, rounds: int) -> list[float]:
-    """Seconds per round of `batch` sessions' chunks (prepare → one batched denoise → decode), on silence: what
-    a live server's sessions cost (the first round also warms the model up)."""
+def chunk_seconds(runners: Runners, avatar: Avatar, batch: int, rounds: int, clips: int = 1) -> list[float]:
+    """Seconds per round of `batch` sessions' steps of `clips` clips each (prepare → one batched denoise → decode),
+    on silence: what a live server's sessions cost (the first round also warms the model up)."""
     from livehead.engine.runtime.session import denoise_jobs
 
     sessions = [Session(runners, avatar, seed=i) for i in range(batch)]
     s = runners.cfg.stream
-    need = sessions[0].features.required_span(rounds * s.clip_frames + s.clip_frames, 1, s.fps)[1]
+    need = sessions[0].features.required_span((rounds + 1) * clips * s.clip_frames, 1, s.fps)[1]
     for session in sessions:
         session.push_audio(np.zeros(need, np.float32), session.sample_rate)
     times = []
     for _ in range(rounds):
         t = time.perf_counter()
-        jobs = [session.prepare_clip() for session in sessions]
+        jobs = [session.prepare_clip(clips, clips) for session in sessions]
         latents = denoise_jobs(runners, jobs)
         for i, job in enumerate(jobs):
             job.session.finish_clip(job, latents[i:i + 1])

@@ -358,11 +358,12 @@ class Session:
             return []
         return self.finish_clip(job, denoise_jobs(self.runners, [job]))
 
-    def prepare_clip(self, max_clips: int = 1) -> ClipJob | None:
-        """Take the next step's inputs (audio tokens, noise, motion prefix), or None if no clip is ready. The step
-        holds every consecutive clip whose audio is in, at most `max_clips` (one window, one generator pass; the
-        live worker passes `StreamConfig.max_step_clips`); its noise is the clips' own, so the frames depend only on
-        how the steps fell, not on when audio arrived within them.
+    def prepare_clip(self, max_clips: int = 1, min_clips: int = 1) -> ClipJob | None:
+        """Take the next step's inputs (audio tokens, noise, motion prefix), or None if fewer than `min_clips` clips
+        are ready (once the stream has ended, whatever is left). The step holds every consecutive clip whose audio is
+        in, at most `max_clips` (one window, one generator pass; the live worker passes
+        `StreamConfig.max_step_clips`); its noise is the clips' own, so the frames depend only on how the steps
+        fell, not on when audio arrived within them.
 
         The expensive denoising happens outside the session (`denoise_jobs`, batched across sessions);
         `finish_clip` decodes and queues the result.
@@ -371,7 +372,10 @@ class Session:
             if self.in_flight or not self.clip_ready():
                 return None
             s, k = self.cfg.stream, self.next_clip
-            m = max(1, self.ready_clips(max(1, max_clips)))
+            m = max(1, self.ready_clips(max(1, max_clips, min_clips)))
+            if m < min_clips and self.total_frames is None:
+                return None
+            m = min(m, max(1, max_clips))
             first, count = self.clip_audio_frames(k, m)
             a, b, needed = self.audio_span(k, m)
             if self.camera_only:  # the camera gives every channel: no audio features, no generator pass

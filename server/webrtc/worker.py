@@ -131,6 +131,12 @@ class GenerationWorker:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    def step_clips(self, sessions: int | None = None) -> int:
+        """Clips per step each session waits for: 1 alone (the lowest latency), `StreamConfig.max_step_clips` when
+        sessions share the model (one audio-encoder window and generator pass per step: less CPU a frame)."""
+        sessions = len(self._sessions) if sessions is None else sessions
+        return self.runners.cfg.stream.max_step_clips if sessions > 1 else 1
+
     def kick(self) -> None:
         self._wake.set()
 
@@ -152,10 +158,11 @@ class GenerationWorker:
             return []
         start = self._rr % len(sessions)
         self._rr += 1
+        min_clips = self.step_clips(len(sessions))
         jobs = []
         for session, listener in sessions[start:] + sessions[:start]:
             listener.catch_up(time.monotonic())  # no clip of this session is in flight here
-            job = session.prepare_clip(self.runners.cfg.stream.max_step_clips)
+            job = session.prepare_clip(self.runners.cfg.stream.max_step_clips, min_clips)
             if job is not None:
                 jobs.append(job)
                 if len(jobs) >= self.max_batch:

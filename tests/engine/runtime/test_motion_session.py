@@ -199,6 +199,14 @@ def test_steps_of_two_clips_make_the_same_frames_the_same_way(runners, demo):
     np.testing.assert_array_equal(job.noise[:, :, cf:].numpy(), second.noise.numpy())
     frames = double.finish_clip(job, latents[0])
     assert [f.index for f in frames] == list(range(2 * cf)) and double.next_clip == 2
+    # sharing the model, a session waits until a whole step's audio is in (min_clips); at the end, what is left
+    waiting = Session(runners, avatar)
+    waiting.push_audio(pcm[:waiting.audio_needed(0)], RATE)
+    assert waiting.prepare_clip(2, 2) is None and waiting.prepare_clip(2).clips == 1
+    ended = Session(runners, avatar)
+    ended.push_audio(pcm[:ended.audio_needed(0)], RATE)
+    ended.flush()
+    assert ended.prepare_clip(2, 2).clips == 1  # ended: the last clip goes alone
     # the whole clip in steps of up to two clips: every frame once, in order, the mouth moving with the speech
     whole = Session(runners, avatar)
     whole.push_audio(pcm, RATE)
