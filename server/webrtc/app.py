@@ -190,11 +190,16 @@ class LiveServer:
         times = await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, WARMUP_CLIPS)
         self.compute_s = float(np.median(times[1:]))
         batch = self.config.max_batch
-        self.compute_batch_s = self.compute_s if batch == 1 else \
-            float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, 3)))
+        # sessions sharing the model take steps of `step` clips (`GenerationWorker.step_clips`): their cost is measured
+        # at that step, alone and batched
+        step = self.worker.step_clips(2)
+        alone_step_s = self.compute_s if step == 1 else \
+            float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, 3, step)))
+        self.compute_batch_s = alone_step_s if batch == 1 else \
+            float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, 3, step)))
         self.latency = self.latency_for(1)
         self.load_per_session, measured = pacing.measured_capacity(
-            self.compute_s, self.compute_batch_s, batch, s.clip_frames, s.fps, pacing.MODEL_SHARE,
+            alone_step_s, self.compute_batch_s, batch, step * s.clip_frames, s.fps, pacing.MODEL_SHARE,
             self.config.max_sessions)
         self.capacity = self.config.capacity or measured
         log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
@@ -213,7 +218,9 @@ class LiveServer:
         batch = self.config.max_batch
         n = min(max(sessions, 1), batch)
         compute = self.compute_s + (self.compute_batch_s - self.compute_s) * (n - 1) / max(batch - 1, 1)
-        return pacing.choose_latency(self.first_clip_audio_s, COMPUTE_HEADROOM * compute, self.config.margin)
+        s = self.cfg.stream  # shared: each step also waits for its further clips' audio
+        wait = self.first_clip_audio_s + (self.worker.step_clips(n) - 1) * s.clip_frames / s.fps
+        return pacing.choose_latency(wait, COMPUTE_HEADROOM * compute, self.config.margin)
 
     async def shutdown(self, app: web.Application) -> None:
         await asyncio.gather(*(peer.close("server shutdown") for peer in list(self.peers.values())))
@@ -275,6 +282,17 @@ class LiveServer:
             await peer.close("negotiation failed")
             raise
 
+    def _grow_steps(self, joined: Peer) -> None:
+        """A session joining may make every session's steps longer (`GenerationWorker.step_clips`): the others then
+        wait for that much more audio per step, so their latency grows by it at once (it shrinks back by itself
+        once they are alone again and their steps short)."""
+        s, n = self.cfg.stream, len(self.peers)
+        extra = (self.worker.step_clips(n) - self.worker.step_clips(n - 1)) * s.clip_frames / s.fps
+        if extra > 0:
+            for other in self.peers.values():
+                if other is not joined and other.media is not None:
+                    other.media.raise_latency(extra)
+
     async def _negotiate(self, peer: Peer, sdp: str) -> web.Response:
         pc = peer.pc
         session = Session(self.runners, peer.avatar_entry.avatar, seed=self.config.seed)
@@ -285,6 +303,7 @@ class LiveServer:
                           min_latency=self.min_latency(), adaptive=self.config.latency is None)
         peer.media = media
         peer.spawn(media.run_clock())
+        self._grow_steps(peer)
 
         @pc.on("track")
         def on_track(track):

@@ -17,8 +17,11 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
-MODEL_SHARE = 1.0  # CPU seconds per second admitted sessions' generation may use (`capacity`); the rest of the
-# machine stays with the event loop, the codecs and the network
+MODEL_SHARE = 0.8  # CPU seconds per second admitted sessions' generation may use (`capacity`); the rest of the
+# machine stays with the event loop, the codecs and the network. On 2 cores, 3 sessions at 256 px whose model work
+# measured 0.89 s/s alone fell behind in the live benchmark (latency grew to 0.8-0.9 s): threads and the render
+# process also cost switching and waiting for the interpreter lock, and each call's RTP and codecs grow with the
+# count; 2 sessions at 0.6 s/s kept 24.5 fresh frames/s each
 VIDEO_CLOCK = 90_000  # RTP video clock: pts unit = 1/90000 s
 AUDIO_RATE = 48_000  # outgoing audio sample rate (Opus)
 AUDIO_FRAME = 960  # samples per outgoing audio frame: 20 ms at 48 kHz

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections import deque
 from fractions import Fraction
@@ -143,6 +144,16 @@ class LiveMedia:
     def latency(self) -> float:
         """Input-to-output delay now (s): the tick clock's plus the adaptive shift."""
         return self.base_latency + self.shift48 / AUDIO_RATE
+
+    def raise_latency(self, seconds: float) -> None:
+        """Add `seconds` to the latency (whole 20 ms audio frames, applied in quiet moments as every change is; at
+        most MAX_LATENCY_S): when this session's steps grow because another session joined, its frames need
+        that much more audio first. A fixed latency (not adaptive) stays."""
+        if not self.adaptive or seconds <= 0:
+            return
+        room = max(0.0, MAX_LATENCY_S - self.base_latency - self.target_shift48 / AUDIO_RATE)
+        self.target_shift48 += math.ceil(min(seconds, room) * AUDIO_RATE / AUDIO_FRAME - 1e-9) * AUDIO_FRAME
+        self.slacks.clear()  # measured at the old steps
 
     @property
     def timeline48(self) -> int:

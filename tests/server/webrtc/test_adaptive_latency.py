@@ -100,3 +100,20 @@ def test_a_fixed_latency_never_moves(session_factory):
     media.anchor(100.0)
     media.on_frames(_frames(10), now=101.5)  # very late
     assert media.target_shift48 == 0 and media.latency == 0.3
+
+
+def test_longer_steps_raise_the_latency_by_their_audio_wait(session_factory):
+    """When another session joins and steps grow (`LiveServer._grow_steps`), the latency rises at once by the extra
+    audio each step waits for, in whole 20 ms frames, never past the ceiling; a fixed latency stays."""
+    from livehead.server.webrtc.tracks import MAX_LATENCY_S
+
+    media = _media(session_factory())
+    media.raise_latency(0.08)
+    assert media.target_shift48 == 4 * AUDIO_FRAME
+    media.raise_latency(0.01)  # rounded up to a whole frame
+    assert media.target_shift48 == 5 * AUDIO_FRAME
+    media.raise_latency(10.0)
+    assert media.base_latency + media.target_shift48 / AUDIO_RATE == pytest.approx(MAX_LATENCY_S, abs=1e-9)
+    fixed = LiveMedia(session_factory(), np.zeros((8, 8, 3), np.uint8), 0.3, adaptive=False)
+    fixed.raise_latency(0.08)
+    assert fixed.target_shift48 == 0

@@ -25,12 +25,12 @@ LOSS = 0.05  # the impaired client's link: packet loss each way
 JITTER_S = 0.05  # ... and a random delay of 0-50 ms on every packet each way
 
 
-def _serve(clip_frames: int | None = None):
+def _serve():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     loop = LoopThread()
     base_cfg = ModelConfig.from_name("motion")
-    stream = replace(base_cfg.stream, image_size=SIZE, clip_frames=clip_frames or base_cfg.stream.clip_frames)
+    stream = replace(base_cfg.stream, image_size=SIZE)
     cfg = replace(base_cfg, stream=stream)
     runners = make_runners(cfg, live_backend(cfg, "auto"), progress=False)
     app = create_app(runners, ServeConfig(max_sessions=3, capacity=2, record_seconds=20.0))
@@ -48,10 +48,8 @@ def live_motion():
 
 @pytest.fixture(scope="module")
 def live_two():
-    """Two sessions at once: in 5-frame steps (the preset's 2-frame steps cost 2.5× the audio encoder and
-    generator calls, and this one process also runs both clients, so on a 2-core machine the two sessions would
-    measure the CPU, not the link)."""
-    yield from _serve(clip_frames=5)
+    """Two sessions at once, as the preset runs them: sharing the model, each in steps of two clips (4 frames)."""
+    yield from _serve()
 
 
 def test_motion_stream_end_to_end(live_motion):
@@ -177,6 +175,34 @@ def test_a_bad_link_on_one_client_does_not_stall_the_other(live_two):
     assert fig["bad_lost"] > 0  # the impairment was in place
     assert fig["clean_fresh_fps"] >= 24, fig
     assert fig["bad_fresh_fps"] > 0, fig  # the bad link still gets a picture
+
+
+def test_a_second_caller_keeps_both_calls_fresh(live_motion):
+    """A caller alone runs short steps at a low latency; when a second one joins, both take longer steps
+    (`GenerationWorker.step_clips`) and the first one's latency rises by the extra audio wait
+    (`LiveServer._grow_steps`): both keep 24 fresh frames/s (without that rise the first one's frames all came
+    late and it showed none)."""
+    server = live_motion.server
+
+    async def scenario():
+        await _until_no_sessions(server)
+        first = LoopbackClient(live_motion.base, speech_48k(), decode_video=False)
+        second = LoopbackClient(live_motion.base, speech_48k(), decode_video=False)
+        try:
+            await first.connect()
+            await asyncio.sleep(3.0)
+            alone = [p.media.latency for p in server.peers.values()]
+            await second.connect()
+            await asyncio.sleep(9.0)
+            return {"first": _fresh_fps(first, 4.0, after=7.0), "second": _fresh_fps(second, 4.0, after=3.0),
+                    "alone_latency": alone, "latency": [p.media.latency for p in server.peers.values()]}
+        finally:
+            await asyncio.gather(first.close(), second.close())
+
+    fig = live_motion.loop.run(scenario(), timeout=90)
+    print(fig)
+    assert fig["first"] >= 24 and fig["second"] >= 24, fig
+    assert min(fig["latency"]) > fig["alone_latency"][0], fig
 
 
 def test_an_offer_beyond_the_capacity_gets_503_with_a_reason(live_motion):
