@@ -55,6 +55,7 @@ STATS_WINDOW = 50  # video ticks in the fps / A/V-offset windows (2 s at 25 fps)
 SLACK_WINDOW_S = 3.0  # recent chunk slacks the latency adapts to
 MAX_LATENCY_S = 2.0  # the latency never grows beyond this
 KEEPING_UP = 0.9  # a session making fewer frames than this share of real time is overloaded: latency holds
+OVERLOAD_HEADROOM = 1.5  # ... once it covers a step's audio wait + this × the compute measured now
 
 
 class ChunkBuffer:
@@ -283,8 +284,17 @@ class LiveMedia:
             span = now - self.slacks[0][0]
             made = sum(n for _, _, n in self.slacks)  # frames generated in the window
             keeping_up = span < 1.0 or made >= KEEPING_UP * self.fps * span
+            room = MAX_LATENCY_S
+            if not keeping_up:
+                # Overloaded: more latency makes no more frames, but up to what one step needs now (its audio wait
+                # and the measured compute, with headroom) it lets the frames that are made arrive in time; below
+                # that every frame of the session could come late and none be shown.
+                wait = self.session.audio_needed(0) / SESSION_RATE + \
+                    (len(frames) - self.session.cfg.stream.clip_frames) / self.fps
+                room = wait + OVERLOAD_HEADROOM * (self.compute_estimate() or 0.0)
+                keeping_up = self.base_latency + target < room
             step = pacing.latency_step([sl + target for _, sl, _ in self.slacks], span, self.base_latency + target,
-                                       self.min_latency, MAX_LATENCY_S, AUDIO_FRAME / AUDIO_RATE,
+                                       self.min_latency, min(room, MAX_LATENCY_S), AUDIO_FRAME / AUDIO_RATE,
                                        keeping_up=keeping_up)
             if step:
                 self.target_shift48 += round(step * AUDIO_RATE / AUDIO_FRAME) * AUDIO_FRAME

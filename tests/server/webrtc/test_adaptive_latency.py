@@ -117,3 +117,25 @@ def test_longer_steps_raise_the_latency_by_their_audio_wait(session_factory):
     fixed = LiveMedia(session_factory(), np.zeros((8, 8, 3), np.uint8), 0.3, adaptive=False)
     fixed.raise_latency(0.08)
     assert fixed.target_shift48 == 0
+
+
+def test_an_overloaded_session_grows_only_to_what_a_step_needs(session_factory):
+    """A session making far fewer frames than real time (the machine is overloaded) does not chase its late chunks
+    with ever more latency, but below one step's audio wait + 1.5 × the compute measured now it grows: there every
+    frame it made came late and none was shown."""
+    session = session_factory()
+    media = LiveMedia(session, np.zeros((8, 8, 3), np.uint8), 0.3, min_latency=0.2, compute_estimate=lambda: 0.6)
+    media.anchor(100.0)
+    clip = session.cfg.stream.clip_frames
+    room = session.audio_needed(0) / 16000 + 1.5 * 0.6
+    media.on_frames(_frames(0, clip), now=100.0 + media.base_latency - 0.1)  # the first clip on time
+    for k in range(1, 8):  # then a clip every 1.2 s (a third of real time), each ready 0.5 s after it is due
+        first = k * 3 * clip
+        media.on_frames(_frames(first, clip), now=100.0 + media.base_latency + first / FPS + 0.5)
+    latency = media.base_latency + media.target_shift48 / AUDIO_RATE
+    assert 0.3 + 0.2 < latency <= room + 1e-9, (latency, room)
+    # with what a step needs covered, the overloaded session holds, however late its chunks stay
+    for k in range(8, 16):
+        first = k * 3 * clip
+        media.on_frames(_frames(first, clip), now=100.0 + media.base_latency + first / FPS + 1.5)
+        assert media.base_latency + media.target_shift48 / AUDIO_RATE <= room + 1e-9
