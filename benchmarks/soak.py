@@ -6,7 +6,8 @@
 `livehead serve` runs as its own process (so its memory is its own), the client in this one. The call's
 mic plays the bundled speech clip with a pause after it, over and over, in real time; every
 `--sample-every` seconds the server's /metrics gives the session's A/V offset (video content delay − audio
-content delay as sent) and latency, the process's resident memory and its event-loop task count, and the
+content delay as sent) and latency, the resident memory (the server process plus its render process) and its
+event-loop task count, and the
 client counts the video and audio packets it received since the last sample. Then `--cycles` calls are
 opened and closed (2 s of speech each); memory and tasks are sampled before and after.
 
@@ -165,7 +166,8 @@ async def soak(base: str, minutes: float, every: float, cycles: int) -> dict:
             offsets = m.get("livehead_av_offset_seconds", [])
             samples.append({
                 "t_s": round(now - t_start, 1),
-                "rss_mb": round(m.get("livehead_process_resident_bytes", 0) / 2**20, 1),
+                "rss_mb": rss_mb(m),
+                "render_rss_mb": round(m.get("livehead_render_process_resident_bytes", 0) / 2**20, 1),
                 "tasks": int(m.get("livehead_event_loop_tasks", 0)),
                 "av_offset_s": round(offsets[0], 4) if offsets else None,
                 "latency_s": round(m.get("livehead_session_latency_seconds", [None])[0] or 0, 3),
@@ -187,12 +189,18 @@ async def soak(base: str, minutes: float, every: float, cycles: int) -> dict:
         await asyncio.sleep(3.0)
         after = await metrics(http, base)
     return {"idle": idle, "samples": samples, "cycles": cycles,
-            "cycles_before": {"rss_mb": round(before["livehead_process_resident_bytes"] / 2**20, 1),
+            "cycles_before": {"rss_mb": rss_mb(before),
                               "tasks": int(before["livehead_event_loop_tasks"]),
                               "sessions": int(before["livehead_sessions"])},
-            "cycles_after": {"rss_mb": round(after["livehead_process_resident_bytes"] / 2**20, 1),
+            "cycles_after": {"rss_mb": rss_mb(after),
                              "tasks": int(after["livehead_event_loop_tasks"]),
                              "sessions": int(after["livehead_sessions"])}}
+
+
+def rss_mb(m: dict) -> float:
+    """The server's resident memory in MB from /metrics: its own process plus its render process (motion tier)."""
+    return round((m.get("livehead_process_resident_bytes", 0)
+                  + m.get("livehead_render_process_resident_bytes", 0)) / 2**20, 1)
 
 
 def verdict(result: dict, rss_slack_mb: float) -> dict:

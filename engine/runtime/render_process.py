@@ -101,6 +101,12 @@ class RenderProcess:
         self._sent.clear()
 
     @property
+    def pid(self) -> int | None:
+        """The child's process id (None before it starts or after close)."""
+        process = self._process
+        return process.pid if process is not None else None
+
+    @property
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 

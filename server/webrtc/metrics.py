@@ -20,10 +20,10 @@ def _line(out: list[str], name: str, kind: str, help_: str, samples: list[tuple[
         out.append(f"{name}{labels} {value:.6g}")
 
 
-def resident_bytes() -> int:
-    """The process's resident memory (Linux /proc; 0 where unavailable)."""
+def resident_bytes(pid: int | str = "self") -> int:
+    """A process's resident memory (this one by default; Linux /proc; 0 where unavailable)."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
@@ -56,6 +56,10 @@ def render(server) -> str:
           [("", server.latency or 0.0)])
     _line(out, "livehead_process_resident_bytes", "gauge", "Resident memory of the server process.",
           [("", resident_bytes())])
+    pool = getattr(server.runners, "render_process", None)
+    _line(out, "livehead_render_process_resident_bytes", "gauge",
+          "Resident memory of the render process (motion tier; 0 without one).",
+          [("", resident_bytes(pool.pid) if pool is not None and pool.pid else 0)])
     _line(out, "livehead_event_loop_tasks", "gauge", "Tasks alive on the server's event loop.",
           [("", len(asyncio.all_tasks()))])
     _line(out, "livehead_clip_compute_seconds", "gauge", "One clip's compute measured at start.",
