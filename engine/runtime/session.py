@@ -16,7 +16,9 @@ reference latent for the first clip), re-noised to every step's level → `steps
 VAE decode of the F new latents → frames k·F … k·F+F−1 at pts = index / fps.
 
 Everything is a deterministic function of the audio stream and the seed: the same audio pushed in
-20 ms pieces or in one piece gives the same frames.
+20 ms pieces or in one piece gives the same frames. A live server under load makes several clips in one
+step (`prepare_clip(max_clips)`: one encoder window and generator pass); the frames then also depend on how
+the steps fell (each clip keeps its own noise).
 
 Live driving (motion tier): with a `CameraTimeline` attached, each frame's generated motion is combined
 with the camera motion stamped at the frame's time (pts) before it is rendered (`engine.motion.driver`:
