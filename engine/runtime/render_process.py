@@ -95,6 +95,8 @@ class RenderProcess:
         child.close()
         if not parent.poll(START_TIMEOUT_S):
             process.kill()
+            process.join()
+            parent.close()
             raise RuntimeError(f"the render process did not start within {START_TIMEOUT_S:.0f} s")
         parent.recv()
         self._process, self._conn = process, parent
@@ -115,12 +117,23 @@ class RenderProcess:
         with self._lock:
             if not self.alive:
                 self.restarts += 1
+                self._discard()
                 self._start()
             try:
                 return self._render(avatar, np.ascontiguousarray(motion, np.float64))
             except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as err:
-                self._process = None  # started again on the next call
+                self._discard()  # started again on the next call
                 raise RuntimeError(f"the render process died: {err}") from err
+
+    def _discard(self) -> None:
+        """Let go of a dead (or dying) child: close its pipe and reap it, so a restart leaks nothing."""
+        process, conn, self._process, self._conn = self._process, self._conn, None, None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            if process.is_alive():
+                process.kill()
+            process.join()
 
     def _render(self, avatar, motion: np.ndarray) -> np.ndarray:
         key = avatar.key
