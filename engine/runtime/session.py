@@ -374,7 +374,7 @@ class Session:
             if self.in_flight or not self.clip_ready():
                 return None
             s, k = self.cfg.stream, self.next_clip
-            m = max(1, self.ready_clips(max(1, max_clips, min_clips)))
+            m = self.ready_clips(max(1, max_clips, min_clips))  # ≥ 1: the next clip is ready
             if m < min_clips and self.total_frames is None:
                 return None
             m = min(m, max(1, max_clips))

@@ -289,8 +289,8 @@ class LiveMedia:
                 # Overloaded: more latency makes no more frames, but up to what one step needs now (its audio wait
                 # and the measured compute, with headroom) it lets the frames that are made arrive in time; below
                 # that every frame of the session could come late and none be shown.
-                wait = self.session.audio_needed(0) / SESSION_RATE + \
-                    (len(frames) - self.session.cfg.stream.clip_frames) / self.fps
+                clips = max(1, len(frames) // self.session.cfg.stream.clip_frames)
+                wait = self.session.audio_span(0, clips)[2] / SESSION_RATE  # the audio a step this long waits for
                 room = wait + OVERLOAD_HEADROOM * (self.compute_estimate() or 0.0)
                 keeping_up = self.base_latency + target < room
             step = pacing.latency_step([sl + target for _, sl, _ in self.slacks], span, self.base_latency + target,
