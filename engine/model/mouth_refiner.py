@@ -12,11 +12,14 @@ and near the crop's border, so a refined frame never shows the box.
 
 Crop: `mouth_crop_box` is a square of CROP_SCALE × the outer mouth width (corner to corner) centred on
 the outer lips' bounding box, shifted to lie inside the image; it is resized to S × S (cv2, area filter
-when shrinking, bilinear when enlarging). `refine_frame` pastes back only the refined crop's difference
-from the rendered crop, resized to the box: pixels where the residual is zero (outside the ellipse, and
-everywhere for the zero-initialised network) keep their exact rendered values. Given the photo's neutral
-landmarks, the change fades in with the mouth's opening change as the mouth layer does (`refine_strength`),
-so a zero motion still gives the photo back unchanged.
+when shrinking, bilinear when enlarging). S is the config's size, or for a refiner trained at several crop
+sides (`MouthRefinerConfig.min_size`, the shipped one: 56-96 px) the box's own side to the nearest multiple
+of 8 within them (`MouthRefinerConfig.crop_side`): a 256 px output's mouth box of about 74 px runs at 72,
+not enlarged to 96, so about half the pixels go through the network. `refine_frame` pastes back only the
+refined crop's difference from the rendered crop, resized to the box: pixels where the residual is zero
+(outside the ellipse, and everywhere for the zero-initialised network) keep their exact rendered values.
+Given the photo's neutral landmarks, the change fades in with the mouth's opening change as the mouth layer
+does (`refine_strength`), so a zero motion still gives the photo back unchanged.
 
 Network (`MouthRefiner`, plain tensors in and out, export-friendly):
     x        = cat(render, neutral, inner_mask)           [B, 7, S, S], images in [0, 1]
@@ -26,9 +29,10 @@ Network (`MouthRefiner`, plain tensors in and out, export-friendly):
     decoder  : nearest ×2, 1×1 projection added to the skip, 3×3 conv, twice (back to S/2)
     out      : 3×3 conv w0 → 12 (zero-initialised), pixel_shuffle(2) → residual [B, 3, S, S]
     refined  = clamp(render + window · residual, 0, 1)    [B, 3, S, S]
-The window is a buffer: 1 inside WINDOW_FLAT of the ellipse with semi-axes WINDOW_AXES × S, smoothly 0
-by its edge. With the last conv at zero the network returns the render unchanged. 0.28 M parameters;
-about 5-6 ms a crop on one CPU thread (weights channels-last), refine_frame about 7 ms.
+The window (`window_for`, one per crop side): 1 inside WINDOW_FLAT of the ellipse with semi-axes
+WINDOW_AXES × S, smoothly 0 by its edge. With the last conv at zero the network returns the render unchanged.
+The shipped widths (16, 32, 64): 0.13 M parameters, about 2 ms a 96 px crop on one CPU thread (weights
+channels-last, a step's crops batched), about 1.2 ms at 72 px.
 
 Shipped weights: trained by `python -m livehead.engine.training.mouth` on the six GRID training clips
 (the .json beside them records the recipe, the selection rule and the held-out GRID figures).
@@ -57,7 +61,7 @@ __all__ = [
     "DEFAULT_PATH", "MouthRefiner", "MouthRefinerConfig", "inner_lip_mask", "load_mouth_refiner",
     "mouth_crop_box", "neutral_mouth_crop", "refine_crop", "refine_frame", "refine_frames", "refine_strength",
     "resize_crop",
-    "to_tensor",
+    "sized_crop", "to_tensor",
 ]
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "assets" / "motion" / "mouth_refiner.safetensors"
@@ -74,17 +78,34 @@ INNER_LIP_POLYGON = np.array(LIP_INNER_UPPER + LIP_INNER_LOWER[::-1])
 
 @dataclass(frozen=True)
 class MouthRefinerConfig:
-    """size: the crop side S in pixels (a multiple of 8); widths: channels at S/2, S/4, S/8."""
+    """size: the largest crop side S in pixels (a multiple of 8); widths: channels at S/2, S/4, S/8;
+    min_size: 0 for a refiner that always runs at S, else the smallest crop side of one trained at several
+    (`crop_side`: a mouth box smaller than S in the output is refined near its own resolution, not enlarged)."""
 
     size: int = 96
     widths: tuple[int, int, int] = (24, 48, 96)
+    min_size: int = 0
 
     def __post_init__(self):
         if self.size % 8 or self.size < 16:
             raise ValueError(f"the crop size must be a multiple of 8, at least 16, got {self.size}")
         if len(self.widths) != 3:
             raise ValueError(f"widths must give three channel counts, got {self.widths}")
+        if self.min_size and (self.min_size % 8 or not 16 <= self.min_size <= self.size):
+            raise ValueError(f"min_size must be 0 or a multiple of 8 between 16 and size, got {self.min_size}")
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The crop sides this refiner runs at."""
+        return tuple(range(self.min_size, self.size + 1, 8)) if self.min_size else (self.size,)
+
+    def crop_side(self, box_side: int) -> int:
+        """The crop side a mouth box of `box_side` output pixels is refined at: S, or for a refiner trained at
+        several sides the box's own side to the nearest multiple of 8 within [min_size, S]."""
+        if not self.min_size:
+            return self.size
+        return int(min(max(8 * round(box_side / 8), self.min_size), self.size))
 
 
 def blend_window(size: int) -> np.ndarray:
@@ -111,6 +132,15 @@ class MouthRefiner(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.register_buffer("window", torch.from_numpy(blend_window(cfg.size))[None, None], persistent=False)
+        self._windows: dict[int, torch.Tensor] = {}
+
+    def window_for(self, size: int) -> torch.Tensor:
+        """The blend window of a crop side → [1, 1, size, size] (computed once per side)."""
+        if size == self.cfg.size:
+            return self.window
+        if size not in self._windows:
+            self._windows[size] = torch.from_numpy(blend_window(size))[None, None].to(self.window.device)
+        return self._windows[size]
 
     def residual(self, render: torch.Tensor, neutral: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The network's raw residual [B, 3, S, S] (before the window)."""
@@ -128,8 +158,9 @@ class MouthRefiner(nn.Module):
         return F.pixel_shuffle(self.conv_out(h), 2)
 
     def forward(self, render: torch.Tensor, neutral: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """render, neutral [B, 3, S, S] in [0, 1]; mask [B, 1, S, S] in [0, 1] → refined crop [B, 3, S, S]."""
-        return torch.clamp(render + self.window * self.residual(render, neutral, mask), 0.0, 1.0)
+        """render, neutral [B, 3, S, S] in [0, 1]; mask [B, 1, S, S] in [0, 1] → refined crop [B, 3, S, S] (S: a crop
+        side of `MouthRefinerConfig.sizes`; the window follows it)."""
+        return torch.clamp(render + self.window_for(render.shape[-1]) * self.residual(render, neutral, mask), 0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------ crops
@@ -205,7 +236,7 @@ def refine_crop(refiner: MouthRefiner, render_crop: np.ndarray, neutral_crop: np
 
 def _refine_box(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmarks: np.ndarray, neutral_crop: np.ndarray,
                 neutral_landmarks: np.ndarray | None):
-    """(the mouth box, the strength) a frame is refined with, or None when it is left as it is."""
+    """(the mouth box, the strength, the crop side) a frame is refined with, or None when it is left as it is."""
     if refiner is None:
         return None
     size = refiner.cfg.size
@@ -217,7 +248,14 @@ def _refine_box(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmarks
     box = mouth_crop_box(moved_landmarks, frame.shape, size)
     if box[2] - box[0] < MIN_REFINE_SIDE:  # a mouth this small: the refiner's detail would be resampled away
         return None
-    return box, strength
+    return box, strength, refiner.cfg.crop_side(box[2] - box[0])
+
+
+def sized_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """A crop (the photo's neutral mouth, S × S) at another crop side (area filter; itself at S)."""
+    import cv2
+
+    return crop if crop.shape[0] == size else cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _paste(frame: np.ndarray, box: tuple[int, int, int, int], delta: np.ndarray) -> np.ndarray:
@@ -244,9 +282,8 @@ def refine_frame(refiner: MouthRefiner | None, frame: np.ndarray, moved_landmark
     found = _refine_box(refiner, frame, moved_landmarks, neutral_crop, neutral_landmarks)
     if found is None:
         return frame
-    box, strength = found
-    size = refiner.cfg.size
-    delta = refine_crop(refiner, resize_crop(frame, box, size), neutral_crop,
+    box, strength, size = found
+    delta = refine_crop(refiner, resize_crop(frame, box, size), sized_crop(neutral_crop, size),
                         inner_lip_mask(moved_landmarks, box, size), strength)
     return _paste(frame, box, delta)
 
@@ -259,18 +296,16 @@ def refine_frames(refiner: MouthRefiner | None, frames: list[np.ndarray], moved:
     refined frames. Equal to refine_frame per frame up to the last bit of a few pixels (batched convolutions
     round differently)."""
     found = [_refine_box(refiner, f, m, neutral_crop, neutral_landmarks) for f, m in zip(frames, moved)]
-    todo = [i for i, x in enumerate(found) if x is not None]
-    if not todo:
-        return list(frames)
-    size = refiner.cfg.size
-    renders = torch.cat([to_tensor(resize_crop(frames[i], found[i][0], size)) for i in todo])
-    masks = torch.cat([to_tensor(inner_lip_mask(moved[i], found[i][0], size)) for i in todo])
-    neutral = to_tensor(neutral_crop).expand(len(todo), -1, -1, -1)
-    changes = refiner(renders, neutral, masks) - renders
     out = list(frames)
-    for row, i in enumerate(todo):
-        box, strength = found[i]
-        out[i] = _paste(frames[i], box, (changes[row] * (255.0 * strength)).permute(1, 2, 0).numpy())
+    for size in sorted({x[2] for x in found if x is not None}):  # one batched pass per crop side
+        todo = [i for i, x in enumerate(found) if x is not None and x[2] == size]
+        renders = torch.cat([to_tensor(resize_crop(frames[i], found[i][0], size)) for i in todo])
+        masks = torch.cat([to_tensor(inner_lip_mask(moved[i], found[i][0], size)) for i in todo])
+        neutral = to_tensor(sized_crop(neutral_crop, size)).expand(len(todo), -1, -1, -1)
+        changes = refiner(renders, neutral, masks) - renders
+        for row, i in enumerate(todo):
+            box, strength, _ = found[i]
+            out[i] = _paste(frames[i], box, (changes[row] * (255.0 * strength)).permute(1, 2, 0).numpy())
     return out
 
 

@@ -65,6 +65,7 @@ from livehead.engine.model.mouth_refiner import (
     refine_frame,
     refine_strength,
     resize_crop,
+    sized_crop,
 )
 from livehead.engine.motion import mesh
 from livehead.engine.motion.photo import photo_from_landmarks, prepare_photo
@@ -97,6 +98,15 @@ SELECTION_RULE = (
     "of the refined frames is higher than that of the plain render and the mean mouth-box SSIM is not lower; "
     "otherwise ship nothing (the renderer's procedural mouth stays as it is). No other checkpoint is evaluated."
 )
+SIZES_RULE = (
+    "For a refiner trained at several crop sides (--min-size), decided before any figure of it was computed: on "
+    "the six training clips, self-reenacted at their own scale and at 0.8 of it (about a 256 px output's mouth), "
+    "the mean mouth-box PSNR of its refined frames (at the crop sides it runs at) must be at most "
+    f"{0.15} dB below that of the refiner shipped before it (at its 96 px crops), at both scales; and the "
+    "held-out rule must hold. Otherwise the shipped refiner stays."
+)
+SIZES_TOLERANCE_DB = 0.15
+SIZES_SCALES = (1.0, 0.8)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -220,10 +230,11 @@ def _jitter_neutral(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.warpAffine(crop, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def sample_batch(pairs: Pairs, idx: np.ndarray, rng: np.random.Generator | None = None):
+def sample_batch(pairs: Pairs, idx: np.ndarray, rng: np.random.Generator | None = None, size: int | None = None):
     """Pairs idx → (render, neutral [B, 3, S, S], mask [B, 1, S, S], target [B, 3, S, S] float32 tensors in
-    [0, 1], gate [B, 1, 1, 1]); augmented when rng is given, else the plain crops."""
-    size = pairs.size
+    [0, 1], gate [B, 1, 1, 1]) at crop side S = size (default: the pairs'); augmented when rng is given, else
+    the plain crops."""
+    size = size or pairs.size
     out = np.zeros((len(idx), 10, size, size), np.float32)
     for j, i in enumerate(idx):
         c, s, k = pairs.index[i]
@@ -232,6 +243,7 @@ def sample_batch(pairs: Pairs, idx: np.ndarray, rng: np.random.Generator | None 
         shape = clip.frames.shape[1:]
         box = mouth_crop_box(lm, shape, size) if rng is None else _jittered_box(lm, shape, size, rng)
         neutral = pairs.neutral[(c, s)] if rng is None else _jitter_neutral(pairs.neutral[(c, s)], rng)
+        neutral = sized_crop(neutral, size)
         images = np.stack([resize_crop(pairs.renders[i], box, size), neutral, resize_crop(clip.frames[k], box, size)])
         images = images.astype(np.float32) / 255.0  # [3, S, S, 3]
         mask = inner_lip_mask(lm, box, size)
@@ -253,7 +265,7 @@ def sample_batch(pairs: Pairs, idx: np.ndarray, rng: np.random.Generator | None 
 def loss_weight(refiner: MouthRefiner, mask: torch.Tensor) -> torch.Tensor:
     """The blend window, with the inner mouth (mask grown by MOUTH_GROW px) weighted 1 + MOUTH_WEIGHT → [B, 1, S, S]."""
     grown = F.max_pool2d(mask, 2 * MOUTH_GROW + 1, stride=1, padding=MOUTH_GROW)
-    return refiner.window * (1.0 + MOUTH_WEIGHT * grown)
+    return refiner.window_for(mask.shape[-1]) * (1.0 + MOUTH_WEIGHT * grown)
 
 
 def refiner_loss(refined: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -286,7 +298,9 @@ def train_refiner(pairs: Pairs, steps: int, batch: int = 16, lr: float = 1e-3, s
     for step in range(1, steps + 1):
         for g in opt.param_groups:
             g["lr"] = lr * schedule(step - 1)
-        batch_ = sample_batch(pairs, rng.choice(len(pairs), batch, p=pairs.weight), rng)
+        sizes = refiner.cfg.sizes  # one crop side a step, drawn when trained at several
+        side = int(rng.choice(sizes)) if len(sizes) > 1 else sizes[0]
+        batch_ = sample_batch(pairs, rng.choice(len(pairs), batch, p=pairs.weight), rng, side)
         render, neutral, mask, target, gate = (t.contiguous(memory_format=fast) for t in batch_)
         refined = render + gate * (refiner(render, neutral, mask) - render)  # as refine_frame applies it
         loss = refiner_loss(refined, target, loss_weight(refiner, mask))
@@ -389,6 +403,29 @@ def evaluate(refiner: MouthRefiner | None, clips: list[Clip]) -> dict:
     return result
 
 
+def scaled_clip(clip: Clip, scale: float) -> Clip:
+    """The clip resized by `scale` (area filter), its landmarks with it."""
+    import cv2
+
+    if scale == 1.0:
+        return clip
+    frames = np.stack([cv2.resize(f, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for f in clip.frames])
+    landmarks = clip.landmarks.copy()
+    landmarks[..., :2] = (landmarks[..., :2] + 0.5) * scale - 0.5
+    return Clip(clip.name, frames, landmarks)
+
+
+def compare_sizes(candidate: MouthRefiner, shipped: MouthRefiner, clips: list[Clip]) -> dict:
+    """SIZES_RULE's figures: the mean refined mouth-box PSNR of both refiners per scale of the clips."""
+    out = {}
+    for scale in SIZES_SCALES:
+        resized = [scaled_clip(c, scale) for c in clips]
+        out[str(scale)] = {"candidate": evaluate(candidate, resized)["refined"]["mouth_psnr"],
+                           "shipped": evaluate(shipped, resized)["refined"]["mouth_psnr"]}
+    out["passes"] = all(v["candidate"] >= v["shipped"] - SIZES_TOLERANCE_DB for k, v in out.items() if k != "passes")
+    return out
+
+
 def passes(figures: dict) -> bool:
     """SELECTION_RULE on evaluate's figures."""
     render, refined = figures["render"], figures["refined"]
@@ -431,6 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--evaluate", metavar="WEIGHTS", help="only report the held-out figures of these weights")
     p.add_argument("--note", help="a note to keep in the .json (why this run was made)")
+    p.add_argument("--widths", type=int, nargs=3, default=list(MouthRefinerConfig.widths),
+                   help="channels at S/2, S/4, S/8")
+    p.add_argument("--baseline", help="the refiner a --min-size run is compared with (default: the --out file)")
+    p.add_argument("--min-size", type=int, default=0, help="train at every crop side from this (a multiple of 8) to "
+                   "96, so small output sizes refine near the mouth's own resolution; 0: at 96 only")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -445,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         train = load_clips(args.data, GRID_TRAIN)
         pairs = build_pairs(train, sources=args.sources, seed=args.seed, identity_clips=[portrait_clip()])
         print(f"{len(pairs)} pairs from {len(train)} clips")
-        refiner, summary = train_refiner(pairs, args.steps, args.batch, args.lr, args.seed,
+        cfg = MouthRefinerConfig(widths=tuple(args.widths), min_size=args.min_size)
+        refiner, summary = train_refiner(pairs, args.steps, args.batch, args.lr, args.seed, cfg=cfg,
                                          max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
         meta = {"data": list(GRID_TRAIN), "held_out": list(GRID_HELD_OUT), "sources_per_clip": args.sources,
                 "pairs": len(pairs), "synthetic": SYNTHETIC, **summary, "selection_rule": SELECTION_RULE,
@@ -455,15 +498,25 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             candidate = Path(tmp) / "mouth_refiner.safetensors"
             save_refiner(refiner, candidate, meta)
+            sizes_ok = True
+            if cfg.min_size:
+                before = load_mouth_refiner(args.baseline or args.out)
+                if before is not None:
+                    meta["sizes_rule"] = SIZES_RULE
+                    meta["sizes_check"] = compare_sizes(load_mouth_refiner(candidate), before, train)
+                    sizes_ok = meta["sizes_check"]["passes"]
+                    print("sizes check:", json.dumps(meta["sizes_check"]))
             figures = evaluate(load_mouth_refiner(candidate), load_clips(args.data, GRID_HELD_OUT))
-            meta.update(heldout=figures, shipped=passes(figures),
+            meta.update(heldout=figures, shipped=passes(figures) and sizes_ok,
                         heldout_mouth_psnr={k: figures[k]["mouth_psnr"] for k in ("render", "refined")})
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
+            record = json.dumps({"config": config_dict(refiner.cfg), **meta}, indent=1) + "\n"
             if meta["shipped"]:
                 shutil.copyfile(candidate, out)
-            out.with_suffix(".json").write_text(json.dumps({"config": config_dict(refiner.cfg), **meta}, indent=1)
-                                                + "\n")
+                out.with_suffix(".json").write_text(record)
+            else:  # the weights there stay, and so does the record that describes them
+                out.with_suffix(".rejected.json").write_text(record)
     except InputError as err:
         print(f"mouth: error: {err}", file=sys.stderr)
         return 2

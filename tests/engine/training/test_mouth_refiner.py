@@ -26,6 +26,7 @@ from livehead.engine.model.mouth_refiner import (
     refine_frame,
     refine_frames,
     refine_strength,
+    sized_crop,
 )
 from livehead.engine.motion import mesh
 from livehead.engine.motion.space import GRID_HELD_OUT, GRID_TRAIN
@@ -147,6 +148,39 @@ def test_refining_several_frames_at_once_matches_one_by_one():
     for s, b in zip(single, batched):
         assert np.abs(s.astype(int) - b).max() <= 1 and np.mean(s != b) < 1e-3
     assert refine_frames(None, frames, moved, neutral)[0] is frames[0]
+
+
+def test_a_refiner_trained_at_several_sides_refines_a_small_mouth_near_its_own_resolution():
+    """min_size > 0: a box smaller than S runs at its own side to the nearest multiple of 8 (fewer pixels through
+    the network than enlarging it to S), within [min_size, S]; min_size 0 (the old refiners) keeps S."""
+    cfg = MouthRefinerConfig(widths=(8, 16, 32), min_size=56)
+    assert cfg.sizes == (56, 64, 72, 80, 88, 96)
+    assert [cfg.crop_side(b) for b in (40, 59, 61, 74, 150)] == [56, 56, 64, 72, 96]
+    assert MouthRefinerConfig().crop_side(74) == S
+    with pytest.raises(ValueError, match="min_size"):
+        MouthRefinerConfig(min_size=60)
+    torch.manual_seed(0)
+    refiner = MouthRefiner(cfg)
+    torch.nn.init.normal_(refiner.conv_out.weight, std=0.05)
+    refiner.eval()
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    neutral_lm, moved = _face(gap=2.0), _face(width=40.0, gap=10.0)  # box 72 px
+    x0, y0, x1, y1 = mouth_crop_box(moved, frame.shape)
+    assert cfg.crop_side(x1 - x0) == 72
+    neutral = neutral_mouth_crop(frame, neutral_lm)
+    seen = []
+    hook = refiner.enc1[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1] * 2))
+    out = refine_frame(refiner, frame, moved, neutral, neutral_lm)
+    batched = refine_frames(refiner, [frame, frame], [moved, _face(width=80.0, gap=16.0)], neutral, neutral_lm)
+    hook.remove()
+    assert seen == [72, 72, 96]  # one pass per crop side
+    changed = np.any(out != frame, axis=-1)
+    assert changed.any() and not changed[:y0].any() and not changed[y1:].any()
+    assert np.array_equal(batched[0], out) or np.abs(batched[0].astype(int) - out).max() <= 1
+    assert sized_crop(neutral, 72).shape == (72, 72, 3) and sized_crop(neutral, S) is neutral
+    window = refiner.window_for(72)
+    assert window.shape == (1, 1, 72, 72) and float(window[0, 0, 0, 0]) == 0.0 and float(window.max()) == 1.0
 
 
 def test_a_mouth_too_small_to_refine_is_left_as_rendered():
