@@ -16,13 +16,17 @@ tracks with the RTCP sender reports; those report send times, so packet arrival 
 synchronises on. Reference time of timeline content = its arrival at the server (the `source_wall`
 of stamps; the capture time of the samples).
   audio delay = median over received audio packets of (arrival − reference time of the timeline
-      sample it carries); which sample = its position in the received stream − the content lag found
-      by cross-correlating the received stream with the server's timeline audio (Opus adds ~6.5 ms);
+      sample it carries); which sample = its position in the received stream − the latency change
+      made so far (each stamp's `shift`: a server whose latency grew by s sent s of silence, and the
+      stream runs s behind the timeline from then on) − the content lag found by cross-correlating
+      that with the server's timeline audio (Opus adds ~6.5 ms);
   video delay = median over generated frames of (arrival of the last packet of the first tick that
       shows it − reference time of the frame's first audio sample); ticks that repeat a frame on
       underrun bring nothing new and are not counted (their share is reported); tick identity from
       the RTP timestamp (`match_stamps`);
-  A/V offset = video delay − audio delay (> 0: the picture trails the sound).
+  A/V offset = median over those frames of (its video delay − the audio delay of the packets arriving
+      with it, interpolated), > 0: the picture trails the sound. Pairing by arrival keeps a call whose
+      latency changed on the way honest; the difference of the two medians is reported beside it.
 """
 
 from __future__ import annotations
@@ -299,24 +303,38 @@ def av_offset(recording: list[tuple[int, float, np.ndarray]], got: Received, fps
     """
     from livehead.server.webrtc.pacing import source_wall_time
 
-    lag, peak = content_lag([(first, pcm) for first, _, pcm in recording], [(pts, pcm) for pts, _, pcm in got.audio])
+    # audio frame m carries timeline samples from m·960 − shift (the latency change so far, in samples): undo the
+    # shift the stamps report at its arrival, so a call whose latency changed maps every packet to its own content
+    shifts = sorted((s["sent"], s["shift"]) for s in got.stamps if "shift" in s and "sent" in s)
+    sent_at = np.array([t for t, _ in shifts])
+
+    def shift_at(t: float) -> int:
+        return shifts[max(int(np.searchsorted(sent_at, t)) - 1, 0)][1] if shifts else 0
+
+    received = [(pts - shift_at(arrival), arrival, pcm) for pts, arrival, pcm in got.audio]
+    lag, peak = content_lag([(first, pcm) for first, _, pcm in recording], [(pts, pcm) for pts, _, pcm in received])
     sources = [(first, pcm.size, arrival) for first, arrival, pcm in recording]
     audio = []
-    for pts, arrival, _ in got.audio:
+    for pts, arrival, _ in received:
         source = source_wall_time(sources, pts - lag, RATE)
         if source is not None:
-            audio.append(arrival - source)
+            audio.append((arrival, arrival - source))
     packets = sorted((arrival, pts) for pts, arrival in got.video_packets.items())
     pairs = match_stamps(packets, got.stamps, fps)
-    first: dict[int, float] = {}  # generated frame → delay at its first showing
+    first: dict[int, tuple[float, float]] = {}  # generated frame → (arrival, delay) at its first showing
     for arrival, _, stamp in pairs:
         if stamp.get("source_wall") is not None and stamp["frame"] not in first:
-            first[stamp["frame"]] = arrival - stamp["source_wall"]
-    video = np.array(list(first.values()))
-    audio_delay = float(np.median(audio)) if audio else float("nan")
+            first[stamp["frame"]] = (arrival, arrival - stamp["source_wall"])
+    video = np.array([delay for _, delay in first.values()])
+    audio_delay = float(np.median([d for _, d in audio])) if audio else float("nan")
     video_delay = float(np.median(video)) if video.size else float("nan")
+    paired = float("nan")
+    if audio and video.size:  # each frame against the sound arriving with it (the latency may change in a call)
+        audio_at, audio_d = np.array(sorted(audio)).T
+        shown_at = np.array([at for at, _ in first.values()])
+        paired = float(np.median(video - np.interp(shown_at, audio_at, audio_d)))
     return {"audio_delay_s": audio_delay, "audio_content_lag_samples": lag, "xcorr_peak": peak,
-            "video_delay_s": video_delay, "av_offset_s": video_delay - audio_delay,
+            "video_delay_s": video_delay, "av_offset_s": paired, "av_offset_of_medians_s": video_delay - audio_delay,
             "audio_matched": len(audio), "ticks_matched": len(pairs), "frames_matched": int(video.size),
             "repeat_share": 1 - len(first) / len(pairs) if pairs else float("nan")}
 

@@ -341,7 +341,7 @@ class LiveMedia:
                 if index >= 0 else None
             self.channel.send(json.dumps({"type": "frame", "tick": k, "pts": pacing.video_pts(k, self.fps),
                                           "frame": index, "source_time": index / self.fps if index >= 0 else None,
-                                          "source_wall": source, "sent": now}))
+                                          "source_wall": source, "sent": now, "shift": self.shift48}))
 
     def audio_for_frame(self, m: int, now: float) -> np.ndarray:
         """Timeline samples of outgoing audio frame m (at tick m − shift): float32 [960]."""
