@@ -151,7 +151,8 @@ class StreamConfig:
     # Live steps under load: a session whose next clips' audio is all in may have up to this many clips
     # generated in one step (one audio-encoder window and one generator pass for all of them). Alone on a fast
     # machine one clip is ready at a time, so steps stay `clip_frames` long (lowest latency); when generation
-    # falls behind, or sessions share the CPU, steps grow and a frame costs less. 1: fixed windows (pixel presets).
+    # falls behind, or sessions share the CPU, steps grow and a frame costs less (a live server gives n sessions
+    # sharing the model steps of min(n, max_step_clips) clips). 1: fixed windows (pixel presets).
     max_step_clips: int = 1
 
     def prefix_timestep(self, t):
@@ -277,7 +278,9 @@ PRESETS: dict[str, ModelConfig] = {
         # output_smoothing 0.15: the strongest whose training-clip mouth correlation stays within 0.02 of none
         # (benchmarks/output_smoothing.py; jitter 0.0075 → 0.0068 against the real 0.0071)
         stream=StreamConfig(image_size=512, fps=25, clip_frames=2, motion_frames=8, prefix_timestep_cap=-1,
-                            lookahead_s=0.04, output_smoothing=0.15, max_step_clips=2),
+                            # max_step_clips 4: 3 sessions at 256 px kept 24 fresh frames/s on 2 cores with 3-clip
+                            # steps, 18-19 with 2 (benchmarks/webrtc_latency.py --admit-all)
+                            lookahead_s=0.04, output_smoothing=0.15, max_step_clips=4),
         seeded_weights=True,
         bundled_weights="assets/motion",
         motion=MotionGeneratorConfig(),

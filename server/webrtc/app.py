@@ -154,7 +154,8 @@ class LiveServer:
         self.peers: dict[str, Peer] = {}
         self.latency = config.latency  # of a session on an idle server (reported); see latency_for
         self.compute_s: float | None = None  # one clip alone, measured at start
-        self.compute_batch_s: float | None = None  # a batch of max_batch clips, measured at start
+        self.compute_batch_s: float | None = None  # a batch of max_batch sessions' shortest shared steps (at start)
+        self.step_costs: dict[int, tuple[float, float]] = {}  # step clips → (alone, batch of max_batch) s, at start
         self.first_clip_audio_s = 0.0
         self.capacity: int | None = None  # sessions the machine keeps at real time (measured at start)
         self.load_per_session: float | None = None  # CPU s/s one more session costs (measured at start)
@@ -190,17 +191,20 @@ class LiveServer:
         times = await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, WARMUP_CLIPS)
         self.compute_s = float(np.median(times[1:]))
         batch = self.config.max_batch
-        # sessions sharing the model take steps of `step` clips (`GenerationWorker.step_clips`): their cost is measured
-        # at that step, alone and batched
-        step = self.worker.step_clips(2)
-        alone_step_s = self.compute_s if step == 1 else \
-            float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, 3, step)))
-        self.compute_batch_s = alone_step_s if batch == 1 else \
-            float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, 3, step)))
+        # sessions sharing the model take longer steps (`GenerationWorker.step_clips`): their cost is measured alone and
+        # batched at the shortest and longest shared step, the steps between interpolated (`pacing.step_costs`)
+        steps = {self.worker.step_clips(n) for n in range(2, max(self.config.max_sessions, 2) + 1)}
+        costs = {}
+        for step in sorted({min(steps), max(steps)}):
+            alone_step_s = self.compute_s if step == 1 else \
+                float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, 3, step)))
+            costs[step] = (alone_step_s, alone_step_s if batch == 1 else float(np.median(
+                await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, 3, step))))
+        self.step_costs = costs
+        self.compute_batch_s = costs[min(steps)][1]
         self.latency = self.latency_for(1)
-        self.load_per_session, measured = pacing.measured_capacity(
-            alone_step_s, self.compute_batch_s, batch, step * s.clip_frames, s.fps, pacing.MODEL_SHARE,
-            self.config.max_sessions)
+        self.load_per_session, measured = pacing.capacity_at_steps(
+            costs, self.worker.step_clips, batch, s.clip_frames, s.fps, pacing.MODEL_SHARE, self.config.max_sessions)
         self.capacity = self.config.capacity or measured
         log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
                  "margin %.3f s); %d clips batched compute in %.3f s; capacity %d sessions of %s at %d px "
@@ -217,7 +221,10 @@ class LiveServer:
             return self.config.latency
         batch = self.config.max_batch
         n = min(max(sessions, 1), batch)
-        compute = self.compute_s + (self.compute_batch_s - self.compute_s) * (n - 1) / max(batch - 1, 1)
+        compute = self.compute_s
+        if n > 1:  # n sessions' steps, batched
+            alone_s, batch_s = pacing.step_costs(self.step_costs, self.worker.step_clips(n))
+            compute = alone_s + (batch_s - alone_s) * (n - 1) / max(batch - 1, 1)
         s = self.cfg.stream  # shared: each step also waits for its further clips' audio
         wait = self.first_clip_audio_s + (self.worker.step_clips(n) - 1) * s.clip_frames / s.fps
         return pacing.choose_latency(wait, COMPUTE_HEADROOM * compute, self.config.margin)

@@ -75,7 +75,7 @@ def content_delay(t_sent: float, t0: float, latency: float, timeline_s: float) -
 
 
 def catch_up_clip(next_clip: int, newest_ready: int, clip_frames: int, fps: int, t0: float, latency: float,
-                  now: float, compute_s: float, audio_wait_s: float) -> int:
+                  now: float, compute_s: float, audio_wait_s: float, step_clips: int = 1) -> int:
     """The clip to generate next: `next_clip`, or a later one when generation has fallen behind.
 
     Clip c shows frames c·F … c·F+F−1 from t0 + latency + c·F/fps on. A clip started now is ready at
@@ -83,15 +83,17 @@ def catch_up_clip(next_clip: int, newest_ready: int, clip_frames: int, fps: int,
     may be a clip whose audio is not in yet (audio for clip c is in at t0 + audio_wait_s + c·F/fps):
     waiting for it beats making stale frames, as long as a clip started when its audio arrives is on
     time (compute_s ≤ latency − audio_wait_s). On a machine slower than that, never wait: take the
-    newest clip whose audio is in (`newest_ready`), so every clip made is as fresh as it can be.
+    newest step whose audio is in (the `step_clips` clips up to `newest_ready`: a session whose steps take
+    several clips waits for all of them, so jumping to the newest clip alone would make it wait again
+    every time, and starve), so every clip made is as fresh as it can be.
     Skipped frames: the last frame stays up; the audio plays on; picture and sound stay in sync.
     """
     ready_at = now + compute_s
     c = next_clip
     while video_due(t0, latency, c * clip_frames + clip_frames // 2, fps) < ready_at:
         c += 1
-    if c > newest_ready and compute_s > latency - audio_wait_s:
-        c = newest_ready
+    if c > newest_ready - step_clips + 1 and compute_s > latency - audio_wait_s:
+        c = newest_ready - step_clips + 1
     return max(c, next_clip)
 
 
@@ -206,6 +208,49 @@ def capacity(alone_load: float, load_per_session: float, share: float, max_sessi
         return max_sessions
     extra = int(max(share - alone_load, 0.0) // load_per_session + 1e-9)
     return max(1, min(max_sessions, 1 + extra))
+
+
+def step_costs(costs: dict[int, tuple[float, float]], clips: int) -> tuple[float, float]:
+    """(one session's step alone, a batch of sessions' steps) in seconds at steps of `clips` clips, from those
+    measured at some step lengths `costs` {clips: (alone_s, batch_s)}: linear between them, the nearest beyond."""
+    ks = sorted(costs)
+    if clips <= ks[0] or clips >= ks[-1]:
+        return costs[ks[0] if clips <= ks[0] else ks[-1]]
+    hi = next(k for k in ks if k >= clips)
+    lo = max(k for k in ks if k <= clips)
+    if hi == lo:
+        return costs[lo]
+    w = (clips - lo) / (hi - lo)
+    return tuple((1 - w) * a + w * b for a, b in zip(costs[lo], costs[hi]))
+
+
+def session_loads(costs: dict[int, tuple[float, float]], step_clips, batch: int, clip_frames: int, fps: int,
+                  max_sessions: int) -> list[tuple[float, float]]:
+    """Per count n = 1 … max_sessions of sessions sharing the model, taking steps of `step_clips(n)` clips
+    (`GenerationWorker.step_clips`) costed by `step_costs`: (their generation's CPU s/s in all, what each
+    session beyond the first adds), as `measured_capacity` counts them."""
+    loads = []
+    for n in range(1, max_sessions + 1):
+        k = step_clips(n)
+        alone_s, batch_s = step_costs(costs, k)
+        rounds_per_s = fps / (k * clip_frames)
+        per = measured_capacity(alone_s, batch_s, batch, k * clip_frames, fps, 1.0, 1)[0]
+        loads.append((alone_s * rounds_per_s + (n - 1) * per, per))
+    return loads
+
+
+def capacity_at_steps(costs: dict[int, tuple[float, float]], step_clips, batch: int, clip_frames: int, fps: int,
+                      share: float, max_sessions: int) -> tuple[float, int]:
+    """Like `measured_capacity` when steps grow with the sessions sharing the model (`session_loads`): the most
+    sessions n (at least 1) such that every count up to n fits `share` CPU s/s; also returned: what each further
+    session costs (CPU s/s) at the first count that no longer fits (at max_sessions when all fit)."""
+    fitted, per = 1, 0.0
+    for n, (load, per_n) in enumerate(session_loads(costs, step_clips, batch, clip_frames, fps, max_sessions), 1):
+        per = per_n
+        if n > 1 and load > share + 1e-9:
+            break
+        fitted = n
+    return per, fitted
 
 
 def measured_capacity(alone_s: float, batch_s: float, batch: int, clip_frames: int, fps: int, share: float,

@@ -246,10 +246,11 @@ class LiveMedia:
     def _clip_ready(self, clip: int) -> bool:
         return self.session.audio_needed(clip) <= self.session.ring.end
 
-    def catch_up(self, now: float) -> None:
+    def catch_up(self, now: float, step_clips: int = 1) -> None:
         """Skip clips that could only arrive stale (generation slower than real time): stay in sync.
 
-        Called by the generation worker right before `prepare_clip` (so no clip is in flight).
+        Called by the generation worker right before `prepare_clip` (so no clip is in flight), with the clips
+        a step of this session waits for (`GenerationWorker.step_clips`).
         """
         compute = self.compute_estimate()
         session = self.session
@@ -263,7 +264,7 @@ class LiveMedia:
                 newest += 1
             audio_wait = session.audio_needed(0) / SESSION_RATE
             target = pacing.catch_up_clip(session.next_clip, newest, session.cfg.stream.clip_frames, self.fps,
-                                          self.t0, self.latency, now, compute, audio_wait)
+                                          self.t0, self.latency, now, compute, audio_wait, step_clips)
             self.skipped_clips += session.skip_to(target)
 
     # ---- generation callbacks (from the worker, on the loop) ---------------------------------

@@ -9,10 +9,10 @@
 
 Each round gathers `Session.prepare_clip()` from the registered sessions whose next clip's audio is
 in (round-robin, at most `max_batch`; a session whose following clips' audio is in too gets them in the same
-step, up to `StreamConfig.max_step_clips`: when generation falls behind, steps grow and each frame costs
-less), denoises them together with `denoise_steps` (one batched denoiser pass per step length: dynamic
-batching across sessions) and commits each (`Session.commit_clip`:
-the motion frames move on). A second thread decodes the committed clips (`Session.decode_clip`) and
+step: one clip per session sharing the model, up to `StreamConfig.max_step_clips`, so each frame costs less
+the more sessions there are), denoises them together with `denoise_steps` (one batched denoiser pass per
+step length: dynamic batching across sessions) and commits each (`Session.commit_clip`: the motion frames
+move on). A second thread decodes the committed clips (`Session.decode_clip`) and
 hands the frames to the event loop with `loop.call_soon_threadsafe`: while clip k decodes, clip k+1
 already denoises. Torch releases the GIL inside its kernels, so with one intra-op thread per call the
 two stages use two cores without OpenMP threads spinning against the event loop.
@@ -54,7 +54,7 @@ def _lower_priority() -> None:
 class Listener(Protocol):
     def on_frames(self, frames: list[VideoFrame]) -> None: ...  # called on the event loop
     def on_generation_error(self) -> None: ...  # called on the event loop
-    def catch_up(self, now: float) -> None: ...  # called on this thread right before prepare_clip
+    def catch_up(self, now: float, step_clips: int) -> None: ...  # called on this thread before prepare_clip
 
 
 class GenerationWorker:
@@ -132,10 +132,11 @@ class GenerationWorker:
         return len(self._sessions)
 
     def step_clips(self, sessions: int | None = None) -> int:
-        """Clips per step each session waits for: 1 alone (the lowest latency), `StreamConfig.max_step_clips` when
-        sessions share the model (one audio-encoder window and generator pass per step: less CPU a frame)."""
+        """Clips per step each session waits for: 1 alone (the lowest latency), one more per further session sharing
+        the model, up to `StreamConfig.max_step_clips` (one audio-encoder window and generator pass per step, so a
+        frame costs less CPU the more sessions there are; each session's latency grows by the extra audio wait)."""
         sessions = len(self._sessions) if sessions is None else sessions
-        return self.runners.cfg.stream.max_step_clips if sessions > 1 else 1
+        return max(1, min(sessions, self.runners.cfg.stream.max_step_clips))
 
     def kick(self) -> None:
         self._wake.set()
@@ -161,7 +162,7 @@ class GenerationWorker:
         min_clips = self.step_clips(len(sessions))
         jobs = []
         for session, listener in sessions[start:] + sessions[:start]:
-            listener.catch_up(time.monotonic())  # no clip of this session is in flight here
+            listener.catch_up(time.monotonic(), min_clips)  # no clip of this session is in flight here
             job = session.prepare_clip(self.runners.cfg.stream.max_step_clips, min_clips)
             if job is not None:
                 jobs.append(job)

@@ -87,6 +87,13 @@ def test_catch_up_skips_clips_that_would_be_mostly_stale():
     # a machine too slow even for clips started on their audio (0.6 s > 1.0 − 0.48): never wait for audio
     assert pacing.catch_up_clip(3, 4, f, fps, t0, latency, now=3.0, compute_s=0.6, audio_wait_s=wait) == 4
     assert pacing.catch_up_clip(3, 2, f, fps, t0, latency, now=3.0, compute_s=0.6, audio_wait_s=wait) == 3
+    # steps of 4 clips wait for all four: jump to the newest whole step whose audio is in (clips 1-4), not to
+    # clip 4 alone (its step would wait for clips 5-7, by then the jump goes further: the session would starve)
+    assert pacing.catch_up_clip(0, 4, f, fps, t0, latency, now=3.0, compute_s=0.6, audio_wait_s=wait) == 4
+    assert pacing.catch_up_clip(0, 4, f, fps, t0, latency, now=3.0, compute_s=0.6, audio_wait_s=wait,
+                                step_clips=4) == 1
+    assert pacing.catch_up_clip(3, 4, f, fps, t0, latency, now=3.0, compute_s=0.6, audio_wait_s=wait,
+                                step_clips=4) == 3  # never behind next_clip
 
 
 def test_source_wall_time_uses_the_capture_convention():
@@ -144,3 +151,27 @@ def test_measured_capacity_takes_the_batch_s_marginal_cost():
     assert per == pytest.approx(0.25)
     assert cap == 1 + int((1.0 - 0.5) // 0.25)  # 0.5 s/s alone, 0.25 each more: 3
     assert pacing.measured_capacity(0.04, 0.04, 1, 2, 25, 1.0, 8)[0] == pytest.approx(0.5)
+
+
+def test_step_costs_interpolate_between_measured_steps():
+    costs = {2: (0.04, 0.10), 4: (0.06, 0.16)}
+    assert pacing.step_costs(costs, 2) == (0.04, 0.10)
+    assert pacing.step_costs(costs, 3) == pytest.approx((0.05, 0.13))
+    assert pacing.step_costs(costs, 1) == (0.04, 0.10)  # beyond the measured steps: the nearest
+    assert pacing.step_costs(costs, 6) == (0.06, 0.16)
+    assert pacing.step_costs({3: (0.05, 0.1)}, 2) == (0.05, 0.1)
+
+
+def test_capacity_at_steps_counts_the_longer_steps_of_more_sessions():
+    # 2-clip steps (4 frames, 6.25 steps/s): a step costs 0.04 s alone, 0.10 for 4 sessions → 0.25 s/s + 0.125 per
+    # further session; 4-clip steps (8 frames, 3.125 steps/s): 0.06 alone, 0.12 for 4 → 0.1875 + 0.0625 per session
+    costs = {2: (0.04, 0.10), 4: (0.06, 0.12)}
+    fixed = lambda n: 2
+    grow = lambda n: min(n, 4)
+    assert pacing.capacity_at_steps(costs, fixed, 4, 2, 25, 0.8, 8)[1] == 5  # 0.25 + 4 × 0.125 = 0.75
+    per, cap = pacing.capacity_at_steps(costs, grow, 4, 2, 25, 0.8, 8)
+    assert cap == 8  # 0.1875 + 7 × 0.0625 = 0.625
+    assert per == pytest.approx(0.0625)
+    assert pacing.capacity_at_steps(costs, grow, 4, 2, 25, 0.8, 3)[1] == 3  # never beyond max_sessions
+    # every count up to the capacity must fit: 2 sessions' short steps (0.5 + 0.25) exceed 0.7 though 4 would fit
+    assert pacing.capacity_at_steps({2: (0.08, 0.20), 4: (0.06, 0.12)}, grow, 4, 2, 25, 0.7, 8)[1] == 1

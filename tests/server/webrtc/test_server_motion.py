@@ -205,6 +205,26 @@ def test_a_second_caller_keeps_both_calls_fresh(live_motion):
     assert min(fig["latency"]) > fig["alone_latency"][0], fig
 
 
+def test_steps_grow_with_the_sessions_and_the_capacity_counts_them(live_motion):
+    """n sessions sharing the model take steps of min(n, max_step_clips) clips; at start the server measured a
+    step alone and batched at the shortest and the longest shared step (max_sessions 3: 2 and 3 clips), and its
+    capacity is what `pacing.capacity_at_steps` makes of those figures."""
+    from livehead.server.webrtc import pacing
+
+    server = live_motion.server
+    worker = server.worker
+    assert server.cfg.stream.max_step_clips == 4
+    assert [worker.step_clips(n) for n in range(1, 7)] == [1, 2, 3, 4, 4, 4]
+    assert sorted(server.step_costs) == [2, 3]
+    for alone_s, batch_s in server.step_costs.values():
+        assert 0 < alone_s <= batch_s
+    s = server.cfg.stream
+    _, measured = pacing.capacity_at_steps(server.step_costs, worker.step_clips, server.config.max_batch,
+                                           s.clip_frames, s.fps, pacing.MODEL_SHARE, server.config.max_sessions)
+    assert 1 <= measured <= server.config.max_sessions
+    assert server.latency_for(3) > server.latency_for(2) > server.latency_for(1)  # each step waits for more audio
+
+
 def test_an_offer_beyond_the_capacity_gets_503_with_a_reason(live_motion):
     async def scenario():
         await _until_no_sessions(live_motion.server)
