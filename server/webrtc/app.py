@@ -200,7 +200,7 @@ class LiveServer:
                 float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, 3, step)))
             costs[step] = (alone_step_s, alone_step_s if batch == 1 else float(np.median(
                 await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, 3, step))))
-        self.step_costs = costs
+        self.step_costs = {1: (self.compute_s, self.compute_s), **costs}  # one session alone: 1-clip steps
         self.compute_batch_s = costs[min(steps)][1]
         self.latency = self.latency_for(1)
         self.load_per_session, measured = pacing.capacity_at_steps(
