@@ -139,3 +139,22 @@ def test_an_overloaded_session_grows_only_to_what_a_step_needs(session_factory):
         first = k * 3 * clip
         media.on_frames(_frames(first, clip), now=100.0 + media.base_latency + first / FPS + 1.5)
         assert media.base_latency + media.target_shift48 / AUDIO_RATE <= room + 1e-9
+
+
+def test_video_frames_leave_as_i420_like_the_encoders_own_conversion():
+    """`to_i420` hands the VP8 encoder yuv420p (OpenCV's conversion instead of the encoder's slower libswscale one):
+    the same luma within 1 level, colours back within a few levels; an odd-sized image stays rgb24."""
+    import av
+
+    from livehead.server.webrtc.tracks import to_i420
+
+    image = np.ascontiguousarray(bundled_demo(ModelConfig.from_name("motion"))[0].image[:256, :200])
+    frame = to_i420(image)
+    assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (200, 256)
+    theirs = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+    mine, ref = frame.to_ndarray().astype(int), theirs.to_ndarray().astype(int)
+    assert np.abs(mine[:256] - ref[:256]).max() <= 1  # luma
+    back = frame.to_ndarray(format="rgb24").astype(int)
+    assert np.abs(back - image).mean() < 3.0
+    odd = to_i420(np.ascontiguousarray(image[:255, :199]))
+    assert odd.format.name == "rgb24" and (odd.width, odd.height) == (199, 255)
