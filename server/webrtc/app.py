@@ -290,11 +290,12 @@ class LiveServer:
             raise
 
     def _grow_steps(self, joined: Peer) -> None:
-        """A session joining may make every session's steps longer (`GenerationWorker.step_clips`): the others then
-        wait for that much more audio per step, so their latency grows by it at once (it shrinks back by itself
-        once they are alone again and their steps short)."""
-        s, n = self.cfg.stream, len(self.peers)
-        extra = (self.worker.step_clips(n) - self.worker.step_clips(n - 1)) * s.clip_frames / s.fps
+        """A session joining makes every session's steps longer (`GenerationWorker.step_clips`: more audio to wait
+        for) and their batches bigger (more compute): the others' latency grows at once by what `latency_for` adds
+        for one more session (it shrinks back by itself once they are fewer again). Grown 20 ms at a time by the
+        adaptive rule instead, each step shows a frame twice (the picture waits 20 ms for the sound)."""
+        n = len(self.peers)
+        extra = self.latency_for(n) - self.latency_for(n - 1) if self.config.latency is None else 0.0
         if extra > 0:
             for other in self.peers.values():
                 if other is not joined and other.media is not None:
