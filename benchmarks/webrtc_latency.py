@@ -45,6 +45,7 @@ from livehead.engine.eval.bench import cpu_name, nan_to_none, parse_run
 from livehead.engine.model.config import ModelConfig
 from livehead.server.backends.runners import live_backend, make_runners
 from livehead.server.cli.serve import default_threads, with_output_size
+from livehead.server.webrtc import pacing
 from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app, serve_loopback
 from livehead.server.webrtc.pacing import source_wall_time
 
@@ -130,31 +131,81 @@ def session_figures(client: LoopbackClient, media, onsets: list[int], fps: int, 
         "mouth_to_ear_s": to_ear,
         "latency_s": media.latency,
         "av_offset_s": sync["av_offset_s"],
+        "av_offset_of_medians_s": sync["av_offset_of_medians_s"],
         "audio_delay_s": sync["audio_delay_s"],
         "video_delay_s": sync["video_delay_s"],
         "clips_skipped": media.skipped_clips,
+        "frames_generated": media.generated,
+        "frames_not_shown": media.skipped,
     }
 
 
-async def run_sessions(base: str, server, n: int, seconds: float) -> dict:
-    fps = server.cfg.stream.fps
-    latency = server.latency_for(n)
-    pcm, onsets = burst_signal(latency + seconds + 4.0)
+async def _connect_clients(base: str, n: int, pcm: np.ndarray) -> tuple[list[LoopbackClient], list[str]]:
+    """n clients connecting one after the other, as callers arrive (those beyond the capacity get 503)."""
     clients = [LoopbackClient(base, pcm, decode_video=False) for _ in range(n)]  # time packets, skip VP8 decode
-    batches0, clips0 = server.worker.batches, server.worker.clips
     refused = []
-    for c in clients:  # one after the other, as callers arrive: those beyond the capacity get 503
+    for c in clients:
         try:
             await c.connect()
         except RuntimeError as err:
             refused.append(str(err))
             await c.close()
-    clients = [c for c in clients if c.session_id is not None and c.session_id in server.peers]
-    await asyncio.sleep(latency + seconds + 1.5)
-    medias = [server.peers[c.session_id].media for c in clients]
+    return [c for c in clients if c.session_id is not None], refused
+
+
+def _clients_process(base: str, n: int, pcm: np.ndarray, conn) -> None:
+    """The clients' own process (as remote callers have their own machines: the server's interpreter lock is not
+    theirs). Sends (session ids, refusals), waits for the word to stop, sends each client's received media."""
+    async def run():
+        clients, refused = await _connect_clients(base, n, pcm)
+        conn.send(([c.session_id for c in clients], refused))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, conn.recv)
+        conn.send([(c.session_id, c.got, c.mic.sent) for c in clients])
+        await asyncio.gather(*(c.close() for c in clients))
+
+    asyncio.run(run())
+
+
+async def _in_other_process(base: str, n: int, pcm: np.ndarray, wait_s: float):
+    """Start the clients in a child process and wait wait_s after they connected → (their session ids, refusals,
+    the pipe to the child, the child)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_clients_process, args=(base, n, pcm, there), daemon=True)
+    child.start()
+    loop = asyncio.get_running_loop()
+    ids, refused = await loop.run_in_executor(None, here.recv)
+    await asyncio.sleep(wait_s)
+    return ids, refused, here, child
+
+
+async def run_sessions(base: str, server, n: int, seconds: float, clients_process: bool = False) -> dict:
+    fps = server.cfg.stream.fps
+    latency = server.latency_for(n)
+    pcm, onsets = burst_signal(latency + seconds + 4.0)
+    batches0, clips0 = server.worker.batches, server.worker.clips
+    if clients_process:
+        from types import SimpleNamespace
+
+        ids, refused, pipe, child = await _in_other_process(base, n, pcm, latency + seconds + 1.5)
+        ids = [i for i in ids if i in server.peers]
+        medias = [server.peers[i].media for i in ids]
+        pipe.send("stop")
+        got = {sid: (g, sent) for sid, g, sent in await asyncio.get_running_loop().run_in_executor(None, pipe.recv)}
+        clients = [SimpleNamespace(got=got[i][0], mic=SimpleNamespace(sent=got[i][1])) for i in ids]
+        await asyncio.get_running_loop().run_in_executor(None, child.join, 30)
+    else:
+        clients, refused = await _connect_clients(base, n, pcm)
+        clients = [c for c in clients if c.session_id in server.peers]
+        await asyncio.sleep(latency + seconds + 1.5)
+        medias = [server.peers[c.session_id].media for c in clients]
     batches, clips = server.worker.batches - batches0, server.worker.clips - clips0
     per = [session_figures(c, m, onsets, fps, seconds) for c, m in zip(clients, medias)]
-    await asyncio.gather(*(c.close() for c in clients))
+    if not clients_process:
+        await asyncio.gather(*(c.close() for c in clients))
     await asyncio.sleep(0.5)
     flat = lambda key: [x for p in per for x in p[key]]
     med = lambda xs: round(float(np.median(xs)), 4) if len(xs) else None
@@ -190,8 +241,11 @@ async def run_sessions(base: str, server, n: int, seconds: float) -> dict:
         "mouth_to_screen_s": [round(x, 3) for x in screen],
         "mouth_to_ear_median_s": med(flat("mouth_to_ear_s")),
         "av_offset_s": [round(p["av_offset_s"], 4) for p in per],
+        "av_offset_of_medians_s": [round(p["av_offset_of_medians_s"], 4) for p in per],
         "audio_delay_s": [round(p["audio_delay_s"], 4) for p in per],
         "clips_skipped": [p["clips_skipped"] for p in per],
+        "frames_generated": [p["frames_generated"] for p in per],
+        "frames_not_shown": [p["frames_not_shown"] for p in per],
         "mean_batch_size": round(clips / max(batches, 1), 2),
         "batch_seconds_during_run": round(server.worker.batch_ema_s or float("nan"), 3),
         "batches": batches,
@@ -214,8 +268,12 @@ async def main_async(args) -> dict:
                                               record_seconds=args.seconds + 30))
         runner, base = await serve_loopback(app)
         server = app[APP_KEY]
-        row = await run_sessions(base, server, n, args.seconds)
+        row = await run_sessions(base, server, n, args.seconds, args.clients_process)
+        loads = pacing.session_loads(server.step_costs, server.worker.step_clips, server.config.max_batch,
+                                     cfg.stream.clip_frames, cfg.stream.fps, n)
         row.update(clip_compute_s=round(server.compute_s, 4), batch_compute_s=round(server.compute_batch_s, 4),
+                   step_clips=server.worker.step_clips(row["admitted"]),
+                   model_load_cpu_s_per_s=round(loads[row["admitted"] - 1][0], 3), model_share=pacing.MODEL_SHARE,
                    capacity=server.capacity, load_average=os.getloadavg()[0])
         print(json.dumps(nan_to_none(row)), flush=True)
         results.append(row)
@@ -232,7 +290,9 @@ async def main_async(args) -> dict:
                      "aiohttp": aiohttp.__version__, "av": av.__version__, "numpy": np.__version__},
         "settings": {"steps": cfg.sampler.steps, "fps": cfg.stream.fps, "clip_frames": cfg.stream.clip_frames,
                      "lookahead_s": cfg.stream.lookahead_s, "seconds": args.seconds, "latency": args.latency or "auto",
-                     "burst_every_s": "0.8-1.4", "burst_s": BURST_S, "transport": "loopback, one process"},
+                     "burst_every_s": "0.8-1.4", "burst_s": BURST_S,
+                     "transport": "loopback, the clients in a second process" if args.clients_process else
+                     "loopback, one process"},
         "results": results,
     }
 
@@ -244,6 +304,8 @@ def main() -> int:
     p.add_argument("--runs", nargs="+", default=["1@512", "4@256"], help="N@SIZE: N sessions at SIZE px")
     p.add_argument("--admit-all", action="store_true", help="admit every session of a run (`serve --capacity N`) "
                    "instead of refusing those beyond the measured capacity")
+    p.add_argument("--clients-process", action="store_true", help="run the clients in a second process (their "
+                   "own interpreter lock, as remote callers; they still share this machine's cores)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
