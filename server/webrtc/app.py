@@ -46,7 +46,13 @@ from livehead.server.webrtc import pacing
 from livehead.server.webrtc.aiortc_private import negotiated_codec, shorten_audio_jitter_buffer
 from livehead.server.webrtc.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from livehead.server.webrtc.camera import CameraFeed
-from livehead.server.webrtc.tracks import AvatarVideoTrack, DelayedAudioTrack, LiveMedia, consume_mic
+from livehead.server.webrtc.tracks import (
+    AvatarVideoTrack,
+    DelayedAudioTrack,
+    LiveMedia,
+    consume_mic,
+    video_frame_seconds,
+)
 from livehead.server.webrtc.worker import MODEL_NICE, GenerationWorker
 
 log = logging.getLogger("livehead.server")
@@ -55,6 +61,7 @@ MAX_MESSAGE = 4096  # data-channel message bound (bytes)
 COMPUTE_HEADROOM = 1.5  # latency budget per clip = headroom × clip compute measured alone at start: on 2
 # cores a clip takes 1.1-1.6× longer in the server (event loop, codecs and the decode stage share the cores)
 WARMUP_CLIPS = 5
+STEP_ROUNDS = 5  # rounds timed per shared step length at start (the median is taken)
 PLACEHOLDER_PAGE = """<!doctype html><meta charset="utf-8"><title>livehead</title>
 <p>livehead server is running. The browser page (server/static/index.html) is not installed;
 POST an SDP offer to <code>/offer</code> (see server/app.py).</p>"""
@@ -155,6 +162,7 @@ class LiveServer:
         self.latency = config.latency  # of a session on an idle server (reported); see latency_for
         self.compute_s: float | None = None  # one clip alone, measured at start
         self.compute_batch_s: float | None = None  # a batch of max_batch sessions' shortest shared steps (at start)
+        self.video_frame_s = 0.0  # one outgoing frame's colour conversion + VP8 encoding at the output size (at start)
         self.step_costs: dict[int, tuple[float, float]] = {}  # step clips → (alone, batch of max_batch) s, at start
         self.first_clip_audio_s = 0.0
         self.capacity: int | None = None  # sessions the machine keeps at real time (measured at start)
@@ -196,15 +204,19 @@ class LiveServer:
         steps = {self.worker.step_clips(n) for n in range(2, max(self.config.max_sessions, 2) + 1)}
         costs = {}
         for step in sorted({min(steps), max(steps)}):
-            alone_step_s = self.compute_s if step == 1 else \
-                float(np.median(await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, 3, step)))
+            alone_step_s = self.compute_s if step == 1 else float(np.median(
+                await self.worker.run(chunk_seconds, self.runners, entry.avatar, 1, STEP_ROUNDS, step)))
             costs[step] = (alone_step_s, alone_step_s if batch == 1 else float(np.median(
-                await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, 3, step))))
+                await self.worker.run(chunk_seconds, self.runners, entry.avatar, batch, STEP_ROUNDS, step))))
         self.step_costs = {1: (self.compute_s, self.compute_s), **costs}  # one session alone: 1-clip steps
         self.compute_batch_s = costs[min(steps)][1]
         self.latency = self.latency_for(1)
+        # each session's frames are also converted and encoded (VP8) at the output size
+        self.video_frame_s = await asyncio.get_running_loop().run_in_executor(
+            None, video_frame_seconds, entry.avatar.image)
         self.load_per_session, measured = pacing.capacity_at_steps(
-            costs, self.worker.step_clips, batch, s.clip_frames, s.fps, pacing.MODEL_SHARE, self.config.max_sessions)
+            costs, self.worker.step_clips, batch, s.clip_frames, s.fps, pacing.SESSION_SHARE, self.config.max_sessions,
+            self.video_frame_s)
         self.capacity = self.config.capacity or measured
         log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
                  "margin %.3f s); %d clips batched compute in %.3f s; capacity %d sessions of %s at %d px "

@@ -21,7 +21,14 @@ MODEL_SHARE = 0.8  # CPU seconds per second admitted sessions' generation may us
 # machine stays with the event loop, the codecs and the network. On 2 cores, 3 sessions at 256 px whose model work
 # measured 0.89 s/s alone fell behind in the live benchmark (latency grew to 0.8-0.9 s): threads and the render
 # process also cost switching and waiting for the interpreter lock, and each call's RTP and codecs grow with the
-# count; 2 sessions at 0.6 s/s kept 24.5 fresh frames/s each
+# count; 2 sessions at 0.6 s/s kept 24.5 fresh frames/s each. (The LiveKit worker's capacity; `livehead serve`
+# uses SESSION_SHARE.)
+SESSION_SHARE = 1.0  # CPU seconds per second a WebRTC server's admitted sessions may use for generation, rendering
+# and video encoding together (`capacity_at_steps` with `video_s`); the other core stays with the event loop, audio
+# codecs, RTP and the network. Measured on 2 cores (benchmarks/webrtc_latency.py, clients in their own process):
+# 4 sessions at 256 px, measured at 0.96-1.13 s/s, kept 24.4-24.9 fresh frames/s; 3 at 512 px at 1.12 fell behind
+# (18-19: more pixels to move, packetise and encrypt than this count), 5 at 256 px at 1.26-1.42 too (10-13). 1.0
+# never admits a count seen falling behind; 4 at 256 px is admitted when its measure comes out under it
 VIDEO_CLOCK = 90_000  # RTP video clock: pts unit = 1/90000 s
 AUDIO_RATE = 48_000  # outgoing audio sample rate (Opus)
 AUDIO_FRAME = 960  # samples per outgoing audio frame: 20 ms at 48 kHz
@@ -225,27 +232,29 @@ def step_costs(costs: dict[int, tuple[float, float]], clips: int) -> tuple[float
 
 
 def session_loads(costs: dict[int, tuple[float, float]], step_clips, batch: int, clip_frames: int, fps: int,
-                  max_sessions: int) -> list[tuple[float, float]]:
+                  max_sessions: int, video_s: float = 0.0) -> list[tuple[float, float]]:
     """Per count n = 1 … max_sessions of sessions sharing the model, taking steps of `step_clips(n)` clips
-    (`GenerationWorker.step_clips`) costed by `step_costs`: (their generation's CPU s/s in all, what each
-    session beyond the first adds), as `measured_capacity` counts them."""
+    (`GenerationWorker.step_clips`) costed by `step_costs`: (their CPU s/s in all, what each session beyond the
+    first adds), as `measured_capacity` counts them, plus video_s (one frame's colour conversion and encoding)
+    × fps for each session."""
     loads = []
     for n in range(1, max_sessions + 1):
         k = step_clips(n)
         alone_s, batch_s = step_costs(costs, k)
         rounds_per_s = fps / (k * clip_frames)
-        per = measured_capacity(alone_s, batch_s, batch, k * clip_frames, fps, 1.0, 1)[0]
-        loads.append((alone_s * rounds_per_s + (n - 1) * per, per))
+        per = measured_capacity(alone_s, batch_s, batch, k * clip_frames, fps, 1.0, 1)[0] + video_s * fps
+        loads.append((alone_s * rounds_per_s + video_s * fps + (n - 1) * per, per))
     return loads
 
 
 def capacity_at_steps(costs: dict[int, tuple[float, float]], step_clips, batch: int, clip_frames: int, fps: int,
-                      share: float, max_sessions: int) -> tuple[float, int]:
+                      share: float, max_sessions: int, video_s: float = 0.0) -> tuple[float, int]:
     """Like `measured_capacity` when steps grow with the sessions sharing the model (`session_loads`): the most
     sessions n (at least 1) such that every count up to n fits `share` CPU s/s; also returned: what each further
     session costs (CPU s/s) at the first count that no longer fits (at max_sessions when all fit)."""
     fitted, per = 1, 0.0
-    for n, (load, per_n) in enumerate(session_loads(costs, step_clips, batch, clip_frames, fps, max_sessions), 1):
+    loads = session_loads(costs, step_clips, batch, clip_frames, fps, max_sessions, video_s)
+    for n, (load, per_n) in enumerate(loads, 1):
         per = per_n
         if n > 1 and load > share + 1e-9:
             break

@@ -434,6 +434,25 @@ def to_i420(image: np.ndarray) -> av.VideoFrame:
                                       format="yuv420p")
 
 
+def video_frame_seconds(image: np.ndarray, frames: int = 12) -> float:
+    """Seconds one outgoing frame of this size costs on the way out (`to_i420` + aiortc's VP8 encoder), the median
+    over `frames` frames of a slowly moving picture: uint8 RGB [H, W, 3]. Part of a session's load in the
+    server's capacity (`pacing.capacity_at_steps`); VP8 is what aiortc and browsers pick first."""
+    from aiortc.codecs import get_encoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    encoder = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=pacing.VIDEO_CLOCK))
+    times = []
+    for k in range(frames + 1):
+        t = time.perf_counter()
+        frame = to_i420(np.roll(image, k % 3, axis=0))
+        frame.pts, frame.time_base = pacing.video_pts(k, 25), Fraction(1, pacing.VIDEO_CLOCK)
+        encoder.encode(frame, k == 0)
+        if k:  # the first one is a keyframe and opens the codec
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 class AvatarVideoTrack(MediaStreamTrack):
     """Outgoing video: tick k (pts k·90000/fps) is sent at t0 + base_latency + k/fps; yuv420p frames (`to_i420`)."""
 

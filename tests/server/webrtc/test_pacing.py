@@ -175,3 +175,7 @@ def test_capacity_at_steps_counts_the_longer_steps_of_more_sessions():
     assert pacing.capacity_at_steps(costs, grow, 4, 2, 25, 0.8, 3)[1] == 3  # never beyond max_sessions
     # every count up to the capacity must fit: 2 sessions' short steps (0.5 + 0.25) exceed 0.7 though 4 would fit
     assert pacing.capacity_at_steps({2: (0.08, 0.20), 4: (0.06, 0.12)}, grow, 4, 2, 25, 0.7, 8)[1] == 1
+    # each session's video encoding counts too: 2 ms a frame at 25 fps adds 0.05 s/s a session
+    per, cap = pacing.capacity_at_steps(costs, grow, 4, 2, 25, 0.8, 8, video_s=0.002)
+    assert per == pytest.approx(0.0625 + 0.05)
+    assert cap == 6  # 4+ sessions: 0.2375 + 5 × 0.1125 = 0.8
