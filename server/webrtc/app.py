@@ -320,7 +320,7 @@ class LiveServer:
                           kick=self.worker.kick,
                           record_seconds=self.config.record_seconds,
                           compute_estimate=lambda: self.worker.batch_ema_s or self.compute_s,
-                          min_latency=self.min_latency(), adaptive=self.config.latency is None)
+                          min_latency=self.min_latency(), adaptive=self.config.latency is None, early_start=True)
         peer.media = media
         peer.spawn(media.run_clock())
         self._grow_steps(peer)

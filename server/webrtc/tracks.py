@@ -101,14 +101,20 @@ class LiveMedia:
 
     def __init__(self, session: Session, idle_image: np.ndarray, latency: float, kick=lambda: None,
                  record_seconds: float = 0.0, compute_estimate=lambda: None, min_latency: float | None = None,
-                 adaptive: bool = True):
+                 adaptive: bool = True, early_start: bool = False):
         self.session = session
         self.fps = session.cfg.stream.fps
-        self.base_latency = latency  # the tracks' fixed tick clock: t0 + base_latency + ...
-        self.shift48 = 0  # latency − base_latency in 48 kHz samples, whole 20 ms frames
-        self.target_shift48 = 0
         self.adaptive = adaptive
         self.min_latency = latency if min_latency is None else min(min_latency, latency)
+        # the tracks' fixed tick clock, t0 + base_latency + ...; with early_start an adaptive session ticks from its
+        # latency floor, its latency above it being a shift from the start: its picture (the idle photo until the
+        # first frame) and its sound (silence until the first audio is due) start at once even when it starts
+        # well above the floor (a caller joining a busy server, whose steps are long)
+        self.base_latency = self.min_latency if adaptive and early_start else latency
+        start_shift = max(0.0, latency - self.base_latency)
+        self.shift48 = round(start_shift * AUDIO_RATE / AUDIO_FRAME) * AUDIO_FRAME  # latency − base_latency in
+        self.target_shift48 = self.shift48  # 48 kHz samples, whole 20 ms frames
+        self.base_latency = latency - self.shift48 / AUDIO_RATE  # the latency asked for, exactly
         self.slacks: deque[tuple[float, float, int]] = deque()  # (ready time, due − ready, frames) of recent steps
         self.latency_changes = 0
         self.latency_range = (latency, latency)  # the lowest and highest latency this session ran at

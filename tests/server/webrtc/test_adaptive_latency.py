@@ -141,6 +141,26 @@ def test_an_overloaded_session_grows_only_to_what_a_step_needs(session_factory):
         assert media.base_latency + media.target_shift48 / AUDIO_RATE <= room + 1e-9
 
 
+def test_an_early_start_ticks_from_the_floor_with_the_rest_of_the_latency_as_a_shift(session_factory):
+    """A caller joining a busy server starts well above the latency floor: with early_start its tracks tick from the
+    floor (the idle picture and silence go out at once) and the content follows at the latency asked for."""
+    media = LiveMedia(session_factory(), np.zeros((8, 8, 3), np.uint8), 0.6, min_latency=0.2, early_start=True)
+    media.anchor(100.0)
+    assert media.base_latency == pytest.approx(0.2) and media.latency == pytest.approx(0.6)
+    assert media.shift48 == media.target_shift48 == 20 * AUDIO_FRAME  # 0.4 s
+    loud16, loud48 = _tone(1.0, 0.3)
+    media._append(loud16, loud48, 100.0, None)
+    # audio frame m leaves at 100.2 + m·20 ms: silence for the first 0.4 s, then the timeline from its start
+    assert all(np.abs(media.audio_for_frame(m, 100.2 + 0.02 * m)).max() == 0 for m in range(20))
+    assert np.sqrt(np.mean(media.audio_for_frame(20, 100.6) ** 2)) > 0.1
+    # video tick k shows the frame of timeline k/fps − 0.4 s: idle until tick 10 (frame 0 is not made yet: idle)
+    _, index, fresh = media.frame_for_tick(5)
+    assert index == -1 and not fresh
+    fixed = LiveMedia(session_factory(), np.zeros((8, 8, 3), np.uint8), 0.6, min_latency=0.2, adaptive=False,
+                      early_start=True)
+    assert fixed.base_latency == 0.6 and fixed.shift48 == 0  # a fixed latency keeps its own clock
+
+
 def test_video_frames_leave_as_i420_like_the_encoders_own_conversion():
     """`to_i420` hands the VP8 encoder yuv420p (OpenCV's conversion instead of the encoder's slower libswscale one):
     the same luma within 1 level, colours back within a few levels; an odd-sized image stays rgb24."""
