@@ -3,12 +3,14 @@
     python benchmarks/webrtc_latency.py [--preset motion] [--runs 1@512 4@256] [--seconds 10] [--threads N]
                                         [--backend torch] [--latency S] [--out benchmarks/results/webrtc_latency.json]
 
-The aiohttp + aiortc server (server/app.py, same defaults as `livehead serve`) and N headless aiortc
-clients (server/client.py) run in this process on 127.0.0.1; each run `N@SIZE` is N concurrent sessions with
-the server's output at SIZE px (`livehead serve --size SIZE`; the bundled portrait, upsampled). Each
-client sends, as its microphone, silence with a 150 ms tone burst every 0.8-1.4 s, and receives the
-avatar's video and the delayed audio. All times are `time.monotonic()`; media are timed when their RTP
-packets arrive (see server/client.py for why and for the A/V-offset method).
+The aiohttp + aiortc server (server/app.py, same defaults as `livehead serve`) runs in this process and N
+headless aiortc clients (server/client.py) in a second one (their own interpreter lock, as remote callers
+have; they still share this machine's cores; `--clients-in-process` puts them beside the server), on
+127.0.0.1; each run `N@SIZE` is N concurrent sessions with the server's output at SIZE px (`livehead serve
+--size SIZE`; the bundled portrait, upsampled). Each client sends, as its microphone, silence with a 150 ms
+tone burst every 0.8-1.4 s, and receives the avatar's video and the delayed audio. All times are
+`time.monotonic()`; media are timed when their RTP packets arrive (see server/client.py for why and for the
+A/V-offset method).
 
 Figures per session count:
 - mouth-to-screen: a burst's onset captured by the client (its sample's capture time) → arrival of the
@@ -305,8 +307,9 @@ def main() -> int:
     p.add_argument("--runs", nargs="+", default=["1@512", "4@256"], help="N@SIZE: N sessions at SIZE px")
     p.add_argument("--admit-all", action="store_true", help="admit every session of a run (`serve --capacity N`) "
                    "instead of refusing those beyond the measured capacity")
-    p.add_argument("--clients-process", action="store_true", help="run the clients in a second process (their "
-                   "own interpreter lock, as remote callers; they still share this machine's cores)")
+    p.add_argument("--clients-in-process", dest="clients_process", action="store_false",
+                   help="run the clients in the server's process (by default they run in a second one: their own "
+                   "interpreter lock, as remote callers; on the same cores)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the preset's)")
