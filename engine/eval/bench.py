@@ -87,14 +87,20 @@ def component_ms(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate:
 
 def chunk_seconds(runners: Runners, avatar: Avatar, batch: int, rounds: int, clips: int = 1) -> list[float]:
     """Seconds per round of `batch` sessions' steps of `clips` clips each (prepare → one batched denoise → decode),
-    on silence: what a live server's sessions cost (the first round also warms the model up)."""
+    on the bundled speech (each session from another point of it): what a live server's sessions cost while
+    they talk (on silence the motion tier's mouth hardly moves, and the mouth layer and refiner hardly run). The
+    first round also warms the model up."""
+    from livehead.engine.media.audio_video import load_audio
+    from livehead.engine.media.bundled import DEFAULT_AUDIO
     from livehead.engine.runtime.session import denoise_jobs
 
     sessions = [Session(runners, avatar, seed=i) for i in range(batch)]
     s = runners.cfg.stream
     need = sessions[0].features.required_span((rounds + 1) * clips * s.clip_frames, 1, s.fps)[1]
-    for session in sessions:
-        session.push_audio(np.zeros(need, np.float32), session.sample_rate)
+    speech = load_audio(DEFAULT_AUDIO, sample_rate=sessions[0].sample_rate)
+    for i, session in enumerate(sessions):
+        start = i * len(speech) // max(batch, 1)
+        session.push_audio(np.resize(np.roll(speech, -start), need).astype(np.float32), session.sample_rate)
     times = []
     for _ in range(rounds):
         t = time.perf_counter()

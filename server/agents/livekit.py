@@ -92,7 +92,7 @@ class WorkerLoad:
 
 def worker_capacity(runners, avatar, max_sessions: int = 16, batch: int = 4) -> int:
     """The sessions this machine keeps at real time, measured as `livehead serve` measures its admission
-    capacity (`pacing.measured_capacity`): one chunk alone and a batch of `batch` chunks, on silence."""
+    capacity (`pacing.measured_capacity`): one chunk alone and a batch of `batch` chunks, on the bundled speech."""
     from livehead.engine.eval.bench import chunk_seconds
     from livehead.server.webrtc.pacing import MODEL_SHARE, measured_capacity
 

@@ -23,12 +23,11 @@ MODEL_SHARE = 0.8  # CPU seconds per second admitted sessions' generation may us
 # process also cost switching and waiting for the interpreter lock, and each call's RTP and codecs grow with the
 # count; 2 sessions at 0.6 s/s kept 24.5 fresh frames/s each. (The LiveKit worker's capacity; `livehead serve`
 # uses SESSION_SHARE.)
-SESSION_SHARE = 1.0  # CPU seconds per second a WebRTC server's admitted sessions may use for generation, rendering
-# and video encoding together (`capacity_at_steps` with `video_s`); the other core stays with the event loop, audio
-# codecs, RTP and the network. Measured on 2 cores (benchmarks/webrtc_latency.py, clients in their own process):
-# 4 sessions at 256 px, measured at 0.96-1.13 s/s, kept 24.4-24.9 fresh frames/s; 3 at 512 px at 1.12 fell behind
-# (18-19: more pixels to move, packetise and encrypt than this count), 5 at 256 px at 1.26-1.42 too (10-13). 1.0
-# never admits a count seen falling behind; 4 at 256 px is admitted when its measure comes out under it
+SESSION_SHARE = 1.1  # CPU seconds per second a WebRTC server's admitted sessions may use for generation, rendering
+# and video encoding together (`capacity_at_steps` with `video_s`; the step costs timed on speech); the rest stays
+# with the event loop, audio codecs, RTP and the network. Measured on 2 cores (benchmarks/webrtc_latency.py, the
+# clients in their own process), loads from three server starts each: 4 sessions at 256 px at 1.02-1.04 s/s kept
+# 24.4-24.9 fresh frames/s; 3 at 512 px at 1.14-1.26 fell behind (21-22), 5 at 256 px at 1.27-1.29 too (11-15)
 VIDEO_CLOCK = 90_000  # RTP video clock: pts unit = 1/90000 s
 AUDIO_RATE = 48_000  # outgoing audio sample rate (Opus)
 AUDIO_FRAME = 960  # samples per outgoing audio frame: 20 ms at 48 kHz
