@@ -90,17 +90,15 @@ def chunk_seconds(runners: Runners, avatar: Avatar, batch: int, rounds: int, cli
     on the bundled speech (each session from another point of it): what a live server's sessions cost while
     they talk (on silence the motion tier's mouth hardly moves, and the mouth layer and refiner hardly run). The
     first round also warms the model up."""
-    from livehead.engine.media.audio_video import load_audio
-    from livehead.engine.media.bundled import DEFAULT_AUDIO
+    from livehead.engine.media.bundled import looped_speech, speech_samples
     from livehead.engine.runtime.session import denoise_jobs
 
     sessions = [Session(runners, avatar, seed=i) for i in range(batch)]
     s = runners.cfg.stream
     need = sessions[0].features.required_span((rounds + 1) * clips * s.clip_frames, 1, s.fps)[1]
-    speech = load_audio(DEFAULT_AUDIO, sample_rate=sessions[0].sample_rate)
+    rate = sessions[0].sample_rate
     for i, session in enumerate(sessions):
-        start = i * len(speech) // max(batch, 1)
-        session.push_audio(np.resize(np.roll(speech, -start), need).astype(np.float32), session.sample_rate)
+        session.push_audio(looped_speech(rate, i * speech_samples(rate) // max(batch, 1), need), rate)
     times = []
     for _ in range(rounds):
         t = time.perf_counter()

@@ -70,18 +70,16 @@ class LatencyProbe:
 def probe_latency(runners: Runners, avatar: Avatar, clips: int = 3) -> LatencyProbe:
     """Measure on a throwaway session fed the bundled speech (a talking clip costs more than a silent one: the
     motion tier's mouth layer and refiner run): the look-ahead a clip waits for and a warm clip's compute."""
-    from livehead.engine.media.audio_video import load_audio
-    from livehead.engine.media.bundled import DEFAULT_AUDIO
+    from livehead.engine.media.bundled import looped_speech, speech_samples
 
     session = Session(runners, avatar)
     cfg = runners.cfg
     sr, fps, step = cfg.audio.sample_rate, cfg.stream.fps, cfg.audio.sample_rate // 100
-    speech = load_audio(DEFAULT_AUDIO, sample_rate=sr)
-    start = len(speech) // 3  # inside the speech, not its leading silence
+    start = speech_samples(sr) // 3  # inside the speech, not its leading silence
     pushed, lookahead, compute, frames = 0, 0.0, [], 0
     for _ in range(clips):
         while not session.clip_ready():
-            session.push_audio(np.resize(np.roll(speech, -start - pushed), step).astype(np.float32), sr)
+            session.push_audio(looped_speech(sr, start + pushed, step), sr)
             pushed += step
         t = time.perf_counter()
         made = session.run_clip()
