@@ -196,9 +196,10 @@ async def run_sessions(base: str, server, n: int, seconds: float, clients_proces
         ids = [i for i in ids if i in server.peers]
         medias = [server.peers[i].media for i in ids]
         pipe.send("stop")
-        got = {sid: (g, sent) for sid, g, sent in await asyncio.get_running_loop().run_in_executor(None, pipe.recv)}
+        loop = asyncio.get_running_loop()
+        got = {sid: (g, sent) for sid, g, sent in await loop.run_in_executor(None, pipe.recv)}
         clients = [SimpleNamespace(got=got[i][0], mic=SimpleNamespace(sent=got[i][1])) for i in ids]
-        await asyncio.get_running_loop().run_in_executor(None, child.join, 30)
+        await loop.run_in_executor(None, child.join, 30)
     else:
         clients, refused = await _connect_clients(base, n, pcm)
         clients = [c for c in clients if c.session_id in server.peers]

@@ -215,8 +215,8 @@ class LiveServer:
         self.video_frame_s = await asyncio.get_running_loop().run_in_executor(
             None, video_frame_seconds, entry.avatar.image)
         self.load_per_session, measured = pacing.capacity_at_steps(
-            costs, self.worker.step_clips, batch, s.clip_frames, s.fps, pacing.SESSION_SHARE, self.config.max_sessions,
-            self.video_frame_s)
+            self.step_costs, self.worker.step_clips, batch, s.clip_frames, s.fps, pacing.SESSION_SHARE,
+            self.config.max_sessions, self.video_frame_s)
         self.capacity = self.config.capacity or measured
         log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
                  "margin %.3f s); %d clips batched compute in %.3f s; capacity %d sessions of %s at %d px "

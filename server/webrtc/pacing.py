@@ -220,13 +220,9 @@ def step_costs(costs: dict[int, tuple[float, float]], clips: int) -> tuple[float
     """(one session's step alone, a batch of sessions' steps) in seconds at steps of `clips` clips, from those
     measured at some step lengths `costs` {clips: (alone_s, batch_s)}: linear between them, the nearest beyond."""
     ks = sorted(costs)
-    if clips <= ks[0] or clips >= ks[-1]:
-        return costs[ks[0] if clips <= ks[0] else ks[-1]]
-    hi = next(k for k in ks if k >= clips)
-    lo = max(k for k in ks if k <= clips)
-    if hi == lo:
-        return costs[lo]
-    w = (clips - lo) / (hi - lo)
+    lo = max((k for k in ks if k <= clips), default=ks[0])
+    hi = min((k for k in ks if k >= clips), default=ks[-1])
+    w = (clips - lo) / (hi - lo) if hi != lo else 0.0
     return tuple((1 - w) * a + w * b for a, b in zip(costs[lo], costs[hi]))
 
 

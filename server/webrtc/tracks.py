@@ -110,11 +110,10 @@ class LiveMedia:
         # latency floor, its latency above it being a shift from the start: its picture (the idle photo until the
         # first frame) and its sound (silence until the first audio is due) start at once even when it starts
         # well above the floor (a caller joining a busy server, whose steps are long)
-        self.base_latency = self.min_latency if adaptive and early_start else latency
-        start_shift = max(0.0, latency - self.base_latency)
-        self.shift48 = round(start_shift * AUDIO_RATE / AUDIO_FRAME) * AUDIO_FRAME  # latency − base_latency in
-        self.target_shift48 = self.shift48  # 48 kHz samples, whole 20 ms frames
-        self.base_latency = latency - self.shift48 / AUDIO_RATE  # the latency asked for, exactly
+        floor = self.min_latency if adaptive and early_start else latency
+        # latency − base_latency in 48 kHz samples, whole 20 ms frames
+        self.shift48 = self.target_shift48 = round((latency - floor) * AUDIO_RATE / AUDIO_FRAME) * AUDIO_FRAME
+        self.base_latency = latency - self.shift48 / AUDIO_RATE  # so the latency is the one asked for, exactly
         self.slacks: deque[tuple[float, float, int]] = deque()  # (ready time, due − ready, frames) of recent steps
         self.latency_changes = 0
         self.latency_range = (latency, latency)  # the lowest and highest latency this session ran at
