@@ -98,15 +98,15 @@ SELECTION_RULE = (
     "of the refined frames is higher than that of the plain render and the mean mouth-box SSIM is not lower; "
     "otherwise ship nothing (the renderer's procedural mouth stays as it is). No other checkpoint is evaluated."
 )
+SIZES_TOLERANCE_DB = 0.15
+SIZES_SCALES = (1.0, 0.8)
 SIZES_RULE = (
     "For a refiner trained at several crop sides (--min-size), decided before any figure of it was computed: on "
     "the six training clips, self-reenacted at their own scale and at 0.8 of it (about a 256 px output's mouth), "
     "the mean mouth-box PSNR of its refined frames (at the crop sides it runs at) must be at most "
-    f"{0.15} dB below that of the refiner shipped before it (at its 96 px crops), at both scales; and the "
-    "held-out rule must hold. Otherwise the shipped refiner stays."
+    f"{SIZES_TOLERANCE_DB} dB below that of the refiner shipped before it (at its 96 px crops), at both scales; "
+    "and the held-out rule must hold. Otherwise the shipped refiner stays."
 )
-SIZES_TOLERANCE_DB = 0.15
-SIZES_SCALES = (1.0, 0.8)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -484,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"weights not found: {args.evaluate}")
             print(json.dumps(evaluate(refiner, load_clips(args.data, GRID_HELD_OUT)), indent=1))
             return 0
+        if args.baseline and not Path(args.baseline).exists():  # before any training, not after it
+            raise InputError(f"--baseline weights not found: {args.baseline}")
         train = load_clips(args.data, GRID_TRAIN)
         pairs = build_pairs(train, sources=args.sources, seed=args.seed, identity_clips=[portrait_clip()])
         print(f"{len(pairs)} pairs from {len(train)} clips")
