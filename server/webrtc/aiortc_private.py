@@ -8,18 +8,22 @@
   holds 4 packets before it releases the first (80 ms of mic audio); with 1 it releases each packet when the
   next one arrives (20 ms). Lost packets are handled the same way either way (it waits on a gap until the
   buffer is full), so this cuts 60 ms of mouth-to-screen delay and nothing else.
+- `use_encoder`: the encoder a sender uses (`RTCRtpSender.__encoder`); aiortc makes its own from the codec on the
+  first frame unless one is set, and calls its `encode(frame, force_keyframe)` and `target_bitrate` the same way.
 
 tests/server/webrtc/test_aiortc_private.py fails loudly when an aiortc release renames any of them.
 """
 
 from __future__ import annotations
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.base import Encoder
 from aiortc.jitterbuffer import JitterBuffer
 
 CODECS_ATTRIBUTE = "_codecs"  # RTCRtpTransceiver: list[RTCRtpCodecParameters], the negotiated ones first
 QUEUE_ATTRIBUTE = "_queue"  # RemoteStreamTrack: asyncio.Queue of received frames
 JITTER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"  # RTCRtpReceiver: its JitterBuffer (name-mangled private)
+ENCODER_ATTRIBUTE = "_RTCRtpSender__encoder"  # RTCRtpSender: its Encoder, None until the first frame (private)
 AUDIO_JITTER_CAPACITY = 16  # packets, as aiortc's own audio buffer
 AUDIO_JITTER_PREFETCH = 1  # packets held before the first is released (aiortc: 4)
 
@@ -45,4 +49,13 @@ def shorten_audio_jitter_buffer(receiver: RTCRtpReceiver) -> bool:
     if not isinstance(getattr(receiver, JITTER_ATTRIBUTE, None), JitterBuffer):
         return False
     setattr(receiver, JITTER_ATTRIBUTE, JitterBuffer(capacity=AUDIO_JITTER_CAPACITY, prefetch=AUDIO_JITTER_PREFETCH))
+    return True
+
+
+def use_encoder(sender: RTCRtpSender, encoder: Encoder) -> bool:
+    """Make `sender` encode with `encoder` instead of the one aiortc would make on the first frame; call it before
+    media flows. False (and nothing changed) if the sender has no such slot or has already made its encoder."""
+    if not hasattr(sender, ENCODER_ATTRIBUTE) or getattr(sender, ENCODER_ATTRIBUTE) is not None:
+        return False
+    setattr(sender, ENCODER_ATTRIBUTE, encoder)
     return True

@@ -43,7 +43,7 @@ from livehead.engine.eval.bench import chunk_seconds
 from livehead.engine.media.bundled import DEFAULT_IMAGE
 from livehead.engine.runtime.session import Session
 from livehead.server.webrtc import pacing
-from livehead.server.webrtc.aiortc_private import negotiated_codec, shorten_audio_jitter_buffer
+from livehead.server.webrtc.aiortc_private import negotiated_codec, shorten_audio_jitter_buffer, use_encoder
 from livehead.server.webrtc.avatars import MAX_UPLOAD_BYTES, AvatarStore
 from livehead.server.webrtc.camera import CameraFeed
 from livehead.server.webrtc.tracks import (
@@ -53,6 +53,7 @@ from livehead.server.webrtc.tracks import (
     consume_mic,
     video_frame_seconds,
 )
+from livehead.server.webrtc.video_encoder import RenderedVp8Encoder
 from livehead.server.webrtc.worker import MODEL_NICE, GenerationWorker
 
 log = logging.getLogger("livehead.server")
@@ -377,7 +378,9 @@ class LiveServer:
         if "audio" in kinds:  # Opus (what browsers negotiate) is encoded in the track; others by aiortc
             peer.tracks.append(DelayedAudioTrack(media, opus=negotiated_codec(pc, "audio") == "audio/opus"))
         for track in peer.tracks:
-            pc.addTrack(track)
+            sender = pc.addTrack(track)
+            if track.kind == "video" and negotiated_codec(pc, "video") == "video/vp8":
+                use_encoder(sender, RenderedVp8Encoder())  # rendered frames: no denoiser, faster (video_encoder.py)
         await pc.setLocalDescription(await pc.createAnswer())
         if peer.closed:
             raise _BadOffer("the connection closed during negotiation")

@@ -41,6 +41,7 @@ from livehead.engine.runtime.session import Session, VideoFrame
 from livehead.server.webrtc import pacing
 from livehead.server.webrtc.aiortc_private import queued_frames
 from livehead.server.webrtc.pacing import AUDIO_FRAME, AUDIO_RATE
+from livehead.server.webrtc.video_encoder import RenderedVp8Encoder
 
 log = logging.getLogger("livehead.tracks")
 SESSION_RATE = SAMPLE_RATE  # Session input rate
@@ -440,13 +441,11 @@ def to_i420(image: np.ndarray) -> av.VideoFrame:
 
 
 def video_frame_seconds(image: np.ndarray, frames: int = 12) -> float:
-    """Seconds one outgoing frame of this size costs on the way out (`to_i420` + aiortc's VP8 encoder), the median
-    over `frames` frames of a slowly moving picture: uint8 RGB [H, W, 3]. Part of a session's load in the
-    server's capacity (`pacing.capacity_at_steps`); VP8 is what aiortc and browsers pick first."""
-    from aiortc.codecs import get_encoder
-    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-
-    encoder = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=pacing.VIDEO_CLOCK))
+    """Seconds one outgoing frame of this size costs on the way out (`to_i420` + the VP8 encoder sessions use,
+    `RenderedVp8Encoder`), the median over `frames` frames of a slowly moving picture: uint8 RGB [H, W, 3]. Part
+    of a session's load in the server's capacity (`pacing.capacity_at_steps`); VP8 is what aiortc and browsers
+    pick first."""
+    encoder = RenderedVp8Encoder()
     times = []
     for k in range(frames + 1):
         t = time.perf_counter()

@@ -92,3 +92,44 @@ def test_a_shortened_audio_jitter_buffer_releases_each_packet_on_the_next():
         _, frame = original.add(packet(seq))
         held.append(frame)
     assert held == [None] * 4
+
+
+def test_a_sender_encodes_with_the_encoder_it_was_given():
+    from aiortc import VideoStreamTrack
+    from aiortc.codecs.vpx import Vp8Encoder
+
+    from livehead.server.webrtc.aiortc_private import ENCODER_ATTRIBUTE, use_encoder
+
+    class CountingEncoder(Vp8Encoder):
+        frames = 0
+
+        def encode(self, frame, force_keyframe=False):
+            CountingEncoder.frames += 1
+            return super().encode(frame, force_keyframe)
+
+    async def call() -> tuple[bool, bool, int]:
+        viewer, sender_pc = RTCPeerConnection(), RTCPeerConnection()
+        tracks: asyncio.Queue = asyncio.Queue()
+        viewer.on("track", tracks.put_nowait)
+
+        try:
+            viewer.addTransceiver("video", direction="recvonly")
+            await viewer.setLocalDescription(await viewer.createOffer())
+            await sender_pc.setRemoteDescription(viewer.localDescription)
+            sender = sender_pc.addTrack(VideoStreamTrack())
+            assert hasattr(sender, ENCODER_ATTRIBUTE), \
+                f"aiortc's RTCRtpSender no longer has {ENCODER_ATTRIBUTE}: update aiortc_private"
+            installed = use_encoder(sender, CountingEncoder())
+            await sender_pc.setLocalDescription(await sender_pc.createAnswer())
+            await viewer.setRemoteDescription(sender_pc.localDescription)
+            track = await asyncio.wait_for(tracks.get(), 20)
+            await asyncio.wait_for(track.recv(), 20)
+            again = use_encoder(sender, Vp8Encoder())  # too late: the sender has one
+            return installed, again, CountingEncoder.frames
+        finally:
+            await viewer.close()
+            await sender_pc.close()
+
+    installed, again, frames = asyncio.run(call())
+    assert installed and not again
+    assert frames >= 1  # the frame the viewer received went through the given encoder

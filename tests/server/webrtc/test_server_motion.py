@@ -17,6 +17,7 @@ import torch
 from livehead.client import LoopbackClient, av_offset, match_stamps, received_fps
 from livehead.engine.model.config import ModelConfig
 from livehead.server.backends.runners import live_backend, make_runners
+from livehead.server.webrtc.aiortc_private import ENCODER_ATTRIBUTE
 from livehead.server.webrtc.app import APP_KEY, ServeConfig, create_app
 from tests.server.webrtc.test_server import FPS, LoopThread, _http, _start, speech_48k
 
@@ -59,10 +60,13 @@ def test_motion_stream_end_to_end(live_motion):
         client = LoopbackClient(live_motion.base, speech_48k(), keep_images=True)
         await client.connect()
         await asyncio.sleep(server.latency + 5.0)
-        media = server.peers[client.session_id].media
+        peer = server.peers[client.session_id]
+        media = peer.media
         result = av_offset(list(media.recording), client.got, FPS)
+        encoders = [type(getattr(s, ENCODER_ATTRIBUTE)).__name__ for s in peer.pc.getSenders()
+                    if s.track is not None and s.track.kind == "video"]
         await client.close()
-        return client, dict(result, latency=media.latency)
+        return client, dict(result, latency=media.latency, video_encoders=encoders)
 
     client, fig = live_motion.loop.run(scenario(), timeout=60)
     print(fig)
@@ -74,6 +78,7 @@ def test_motion_stream_end_to_end(live_motion):
     assert client.got.images and client.got.images[-1][1].shape[:2] == photo.shape[:2]
     assert fig["frames_matched"] >= 20, fig
     assert abs(fig["av_offset_s"]) <= 0.040, fig
+    assert fig["video_encoders"] == ["RenderedVp8Encoder"], fig  # the browser-default VP8, with render settings
 
 
 class ImpairedClient(LoopbackClient):
