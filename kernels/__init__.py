@@ -1,1 +1,1 @@
-"""Triton kernels, each file: kernel + torch reference + benchmark entry; imports nothing of the project."""
+"""Kernels (Triton on the GPU, numba on the CPU), each file kernel + reference + benchmark; imports no project code."""
