@@ -273,7 +273,8 @@ async def main_async(args) -> dict:
         server = app[APP_KEY]
         row = await run_sessions(base, server, n, args.seconds, args.clients_process)
         loads = pacing.session_loads(server.step_costs, server.worker.step_clips, server.config.max_batch,
-                                     cfg.stream.clip_frames, cfg.stream.fps, n, server.video_frame_s)
+                                     cfg.stream.clip_frames, cfg.stream.fps, n, server.video_frame_s,
+                                     pacing.SESSION_TRANSPORT)
         row.update(clip_compute_s=round(server.compute_s, 4), batch_compute_s=round(server.compute_batch_s, 4),
                    step_clips=server.worker.step_clips(row["admitted"]),
                    load_cpu_s_per_s=round(loads[row["admitted"] - 1][0], 3), share=pacing.SESSION_SHARE,

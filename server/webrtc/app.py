@@ -217,7 +217,7 @@ class LiveServer:
             None, video_frame_seconds, entry.avatar.image)
         self.load_per_session, measured = pacing.capacity_at_steps(
             self.step_costs, self.worker.step_clips, batch, s.clip_frames, s.fps, pacing.SESSION_SHARE,
-            self.config.max_sessions, self.video_frame_s)
+            self.config.max_sessions, self.video_frame_s, pacing.SESSION_TRANSPORT)
         self.capacity = self.config.capacity or measured
         log.info("latency %.3f s alone (first clip waits for %.3f s of audio, one clip computes in %.3f s, "
                  "margin %.3f s); %d clips batched compute in %.3f s; capacity %d sessions of %s at %d px "

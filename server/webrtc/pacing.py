@@ -23,11 +23,15 @@ MODEL_SHARE = 0.8  # CPU seconds per second admitted sessions' generation may us
 # process also cost switching and waiting for the interpreter lock, and each call's RTP and codecs grow with the
 # count; 2 sessions at 0.6 s/s kept 24.5 fresh frames/s each. (The LiveKit worker's capacity; `livehead serve`
 # uses SESSION_SHARE.)
-SESSION_SHARE = 1.1  # CPU seconds per second a WebRTC server's admitted sessions may use for generation, rendering
-# and video encoding together (`capacity_at_steps` with `video_s`; the step costs timed on speech); the rest stays
-# with the event loop, audio codecs, RTP and the network. Measured on 2 cores (benchmarks/webrtc_latency.py, the
-# clients in their own process), loads from three server starts each: 4 sessions at 256 px at 1.02-1.04 s/s kept
-# 24.4-24.9 fresh frames/s; 3 at 512 px at 1.14-1.26 fell behind (21-22), 5 at 256 px at 1.27-1.29 too (11-15)
+SESSION_SHARE = 1.25  # CPU seconds per second a WebRTC server's admitted sessions may use in all: generation,
+# rendering, video encoding (`capacity_at_steps` with `video_s`; the step costs timed on speech) and each session's
+# event-loop work (SESSION_TRANSPORT); the rest stays with the network and whatever else runs. Measured on 2 cores
+# (benchmarks/webrtc_latency.py, the clients in their own process on the same cores), loads with the transport
+# from several server starts: 4 sessions at 256 px at 1.11-1.17 s/s kept 24.4-24.8 fresh frames/s and 3 at 512 px
+# at 1.13-1.17 kept 24.7-24.9; 5 at 256 px at 1.38-1.46 fell behind (18-22), 4 at 512 px at 1.43 too (14-16)
+SESSION_TRANSPORT = 0.07  # CPU s/s each live session costs the server's event loop (RTP and SRTP, Opus, pacing,
+# the data channel): its thread ran at 27 % of a core with 4 sessions at 256 px. Without this term, 5 sessions
+# at 256 px (more calls, less model work each) looked as light as 4 that kept up and were admitted to fall behind
 VIDEO_CLOCK = 90_000  # RTP video clock: pts unit = 1/90000 s
 AUDIO_RATE = 48_000  # outgoing audio sample rate (Opus)
 AUDIO_FRAME = 960  # samples per outgoing audio frame: 20 ms at 48 kHz
@@ -227,28 +231,30 @@ def step_costs(costs: dict[int, tuple[float, float]], clips: int) -> tuple[float
 
 
 def session_loads(costs: dict[int, tuple[float, float]], step_clips, batch: int, clip_frames: int, fps: int,
-                  max_sessions: int, video_s: float = 0.0) -> list[tuple[float, float]]:
+                  max_sessions: int, video_s: float = 0.0, transport: float = 0.0) -> list[tuple[float, float]]:
     """Per count n = 1 … max_sessions of sessions sharing the model, taking steps of `step_clips(n)` clips
     (`GenerationWorker.step_clips`) costed by `step_costs`: (their CPU s/s in all, what each session beyond the
-    first adds), as `measured_capacity` counts them, plus video_s (one frame's colour conversion and encoding)
-    × fps for each session."""
+    first adds), as `measured_capacity` counts them, plus for each session video_s (one frame's colour conversion
+    and encoding) × fps and `transport` (CPU s/s of its event-loop work, SESSION_TRANSPORT)."""
     loads = []
     for n in range(1, max_sessions + 1):
         k = step_clips(n)
         alone_s, batch_s = step_costs(costs, k)
         rounds_per_s = fps / (k * clip_frames)
-        per = measured_capacity(alone_s, batch_s, batch, k * clip_frames, fps, 1.0, 1)[0] + video_s * fps
-        loads.append((alone_s * rounds_per_s + video_s * fps + (n - 1) * per, per))
+        own = video_s * fps + transport  # what every session costs besides the model
+        per = measured_capacity(alone_s, batch_s, batch, k * clip_frames, fps, 1.0, 1)[0] + own
+        loads.append((alone_s * rounds_per_s + own + (n - 1) * per, per))
     return loads
 
 
 def capacity_at_steps(costs: dict[int, tuple[float, float]], step_clips, batch: int, clip_frames: int, fps: int,
-                      share: float, max_sessions: int, video_s: float = 0.0) -> tuple[float, int]:
+                      share: float, max_sessions: int, video_s: float = 0.0,
+                      transport: float = 0.0) -> tuple[float, int]:
     """Like `measured_capacity` when steps grow with the sessions sharing the model (`session_loads`): the most
     sessions n (at least 1) such that every count up to n fits `share` CPU s/s; also returned: what each further
     session costs (CPU s/s) at the first count that no longer fits (at max_sessions when all fit)."""
     fitted, per = 1, 0.0
-    loads = session_loads(costs, step_clips, batch, clip_frames, fps, max_sessions, video_s)
+    loads = session_loads(costs, step_clips, batch, clip_frames, fps, max_sessions, video_s, transport)
     for n, (load, per_n) in enumerate(loads, 1):
         per = per_n
         if n > 1 and load > share + 1e-9:

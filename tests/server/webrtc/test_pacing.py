@@ -179,3 +179,10 @@ def test_capacity_at_steps_counts_the_longer_steps_of_more_sessions():
     per, cap = pacing.capacity_at_steps(costs, grow, 4, 2, 25, 0.8, 8, video_s=0.002)
     assert per == pytest.approx(0.0625 + 0.05)
     assert cap == 6  # 4+ sessions: 0.2375 + 5 × 0.1125 = 0.8
+    # and each session's event-loop work: more calls with less model work each are not free
+    per, cap = pacing.capacity_at_steps(costs, grow, 4, 2, 25, 0.8, 8, video_s=0.002, transport=0.05)
+    assert per == pytest.approx(0.0625 + 0.05 + 0.05)
+    assert cap == 4  # 4 sessions: 0.2875 + 3 × 0.1625 = 0.775; 5: 0.9375
+    loads = pacing.session_loads(costs, grow, 4, 2, 25, 5, video_s=0.002, transport=0.05)
+    # 1 session: 1-clip steps (the 2-clip figure, 12.5 steps/s) 0.5 + 0.1 of its own; 2: 0.25 + 0.1 + 0.225 ...
+    assert [round(load, 4) for load, _ in loads] == [0.6, 0.575, 0.675, 0.775, 0.9375]

@@ -227,8 +227,9 @@ def test_steps_grow_with_the_sessions_and_the_capacity_counts_them(live_motion):
     assert 0 < server.video_frame_s < 0.05  # one frame's conversion + VP8 encoding at the output size
     _, measured = pacing.capacity_at_steps(server.step_costs, worker.step_clips, server.config.max_batch,
                                            s.clip_frames, s.fps, pacing.SESSION_SHARE, server.config.max_sessions,
-                                           server.video_frame_s)
+                                           server.video_frame_s, pacing.SESSION_TRANSPORT)
     assert 1 <= measured <= server.config.max_sessions
+    assert server.capacity == (server.config.capacity or measured)
     assert server.latency_for(3) > server.latency_for(2) > server.latency_for(1)  # each step waits for more audio
 
 
