@@ -48,10 +48,11 @@ def session_fps(runners: Runners, avatar: Avatar, pcm: np.ndarray, sample_rate: 
 
 
 class _Timed:
-    """A runner whose `audio_stack`, `denoise` and `decode` calls are timed (everything else passes through)."""
+    """A runner whose `audio_stack`, `denoise` and `decode` / `decode_images` calls are timed (everything else
+    passes through). The motion tier's sessions draw through `decode_images` (uint8 frames, no float round trip)."""
 
     PARTS: ClassVar[dict[str, str]] = {"audio_stack": "audio_features", "denoise": "generator",
-                                       "decode": "render_or_decode"}
+                                       "decode": "render_or_decode", "decode_images": "render_or_decode"}
 
     def __init__(self, runners: Runners):
         self._runners = runners

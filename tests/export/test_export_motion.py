@@ -74,5 +74,7 @@ def test_bench_measures_the_motion_tier_with_the_pixel_model_beside_it(exported,
         assert figures["fps"] > 0
         parts = figures["component_ms_per_frame"]
         assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"), rel=0.01)
+        for stage in ("audio_features", "generator", "render_or_decode"):  # each stage timed where it runs
+            assert parts[stage] > 0, (stage, parts)
     assert result["figures"]["torch"]["output"] == "512x512"
     assert "ms per frame" in capsys.readouterr().out
