@@ -28,7 +28,6 @@ import os
 import platform
 import time
 
-import numba
 import numpy as np
 
 EDGE_EPS = 1e-4  # nodes this close to a triangle's edge (in node units) count as inside
@@ -53,7 +52,21 @@ def triangle_maps(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray):
     return d0, s0 - d0, k00, k01, k10, k11, valid
 
 
-@numba.njit(cache=True, nogil=True)
+_compiled = None  # _scan compiled by numba on the first `displacement` (see `kernel`)
+
+
+def kernel():
+    """`_scan` compiled (numba, cached on disk beside this file or in the user's cache). numba is imported here,
+    not with the module: importing it and loading the machine code costs a process about 120 MB, which only a
+    process that renders should pay (a live server renders in its render process)."""
+    global _compiled
+    if _compiled is None:
+        import numba
+
+        _compiled = numba.njit(cache=True, nogil=True)(_scan)
+    return _compiled
+
+
 def _scan(s, d, nx, ny, sx, sy, eps, disp):
     """s, d float64 [T, 3, 2]: each triangle's photo and output corners; fills disp float32 [ny, nx, 2]."""
     for t in range(d.shape[0]):
@@ -102,7 +115,7 @@ def displacement(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray, nx: in
     The first call in a process compiles it (about a second; cached on disk for the next process)."""
     disp = np.zeros((ny, nx, 2), np.float32)
     corners = [np.ascontiguousarray(points[triangles], dtype=np.float64) for points in (src, dst)]
-    _scan(*corners, nx, ny, float(sx), float(sy), EDGE_EPS, disp)
+    kernel()(*corners, nx, ny, float(sx), float(sy), EDGE_EPS, disp)
     return disp
 
 
@@ -208,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         print(row)
     if args.json:
+        import numba
+
         info = dict(kernel="warp_scan", device=dict(cpu=cpu_name(), logical_cores=os.cpu_count()),
                     python=platform.python_version(), numba=numba.__version__, numpy=np.__version__,
                     timing="median of 200 calls, ms, one thread", rows=rows)
