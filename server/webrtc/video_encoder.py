@@ -34,9 +34,7 @@ class RenderedVp8Encoder(Vp8Encoder):
         self.opened: av.VideoCodecContext | None = None  # the codec this class opened (aiortc keeps it as .codec)
 
     def encode(self, frame: av.VideoFrame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
-        if frame.format.name != "yuv420p":
-            frame = frame.reformat(format="yuv420p")
-        if self._needs_codec(frame):
+        if self._needs_codec(frame):  # aiortc's encode converts other pixel formats to yuv420p itself
             self.codec = self.opened = self._open(frame.width, frame.height)
         return super().encode(frame, force_keyframe)
 
