@@ -236,6 +236,16 @@ class LoopbackClient:
     async def run(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
+    async def receive_video(self, seconds: float, timeout: float = 30.0) -> None:
+        """Wait until video has been arriving for `seconds` since its first packet: a measurement window that
+        starts at the first frame ends inside the call however long the call took to start (a loaded machine's
+        first frames come later). Raises TimeoutError when that takes more than `timeout` s."""
+        async def enough() -> None:
+            while not self.got.video_packets or time.monotonic() - min(self.got.video_packets.values()) < seconds:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(enough(), timeout)
+
     def send(self, message: dict) -> float:
         self.channel.send(json.dumps(message))
         return time.monotonic()

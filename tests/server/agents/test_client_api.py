@@ -36,3 +36,28 @@ def test_load_speech_gives_48k_mono_and_refuses_a_missing_file(tmp_path):
     assert pcm.dtype == np.float32 and pcm.ndim == 1 and abs(pcm.size - 48_000) < 480
     with pytest.raises(Exception, match="missing.wav"):
         load_speech(str(tmp_path / "missing.wav"))
+
+
+def test_receive_video_waits_from_the_first_packet_and_times_out_without_one():
+    import asyncio
+    import time
+
+    from livehead.client import Client
+
+    async def scenario():
+        client = Client("http://127.0.0.1:9", None)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await client.receive_video(0.1, timeout=0.2)  # no video at all
+            client.got.video_packets[0] = time.monotonic()  # the first packet arrives now
+            t = time.monotonic()
+            await client.receive_video(0.3, timeout=2.0)
+            waited = time.monotonic() - t
+            with pytest.raises(asyncio.TimeoutError):
+                await client.receive_video(5.0, timeout=0.2)  # video too short so far
+        finally:
+            await client.pc.close()
+        return waited
+
+    waited = asyncio.run(scenario())
+    assert 0.28 <= waited < 1.0, waited

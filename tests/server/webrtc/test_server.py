@@ -108,7 +108,7 @@ def test_stream_end_to_end_fps_audio_first_frame_and_av_sync(live):
     async def scenario():
         client = LoopbackClient(live.base, speech_48k())
         await client.connect()
-        await asyncio.sleep(server.latency + 6.5)
+        await client.receive_video(6.0, timeout=server.latency + 20)  # the fps window: 0.5-5.5 s after the first frame
         media = server.peers[client.session_id].media
         result = av_offset(list(media.recording), client.got, FPS)
         _, _, metrics = await _http("GET", f"{live.base}/metrics")

@@ -59,7 +59,7 @@ def test_motion_stream_end_to_end(live_motion):
     async def scenario():
         client = LoopbackClient(live_motion.base, speech_48k(), keep_images=True)
         await client.connect()
-        await asyncio.sleep(server.latency + 5.0)
+        await client.receive_video(5.0, timeout=server.latency + 20)  # the fps window: 0.5-4.5 s after the first frame
         peer = server.peers[client.session_id]
         media = peer.media
         result = av_offset(list(media.recording), client.got, FPS)
@@ -168,7 +168,7 @@ def test_a_bad_link_on_one_client_does_not_stall_the_other(live_two):
         bad = ImpairedClient(live_two.base, speech_48k(), decode_video=False, seed=1)
         try:
             await asyncio.gather(clean.connect(), bad.connect(timeout=30.0))
-            await asyncio.sleep(server.latency + 9.0)
+            await asyncio.gather(clean.receive_video(8.5, timeout=30), bad.receive_video(8.5, timeout=30))
             return {"clean_fresh_fps": _fresh_fps(clean, 5.0, after=3.0),
                     "bad_fresh_fps": _fresh_fps(bad, 5.0, after=3.0), "bad_lost": bad.lost,
                     "latency": [p.media.latency for p in server.peers.values()]}
@@ -198,7 +198,7 @@ def test_a_second_caller_keeps_both_calls_fresh(live_motion):
             await asyncio.sleep(3.0)
             alone = [p.media.latency for p in server.peers.values()]
             await second.connect()
-            await asyncio.sleep(9.0)
+            await asyncio.gather(first.receive_video(11.5, timeout=30), second.receive_video(7.5, timeout=30))
             return {"first": _fresh_fps(first, 4.0, after=7.0), "second": _fresh_fps(second, 4.0, after=3.0),
                     "alone_latency": alone, "latency": [p.media.latency for p in server.peers.values()]}
         finally:
