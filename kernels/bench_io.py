@@ -1,10 +1,12 @@
-"""What the kernels' `--bench` entries share: the CUDA check and the JSON they save."""
+"""What the kernels' `--bench` entries share: the CUDA check, the CPU's name and the JSON they save."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
+from pathlib import Path
 
 import torch
 
@@ -15,6 +17,17 @@ def require_cuda(prog: str) -> None:
         print(f"{prog} --bench needs a CUDA GPU (none found); the kernels run on CPU only under "
               "TRITON_INTERPRET=1 for tests", file=sys.stderr)
         sys.exit(2)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def save_json(path: str | None, name: str, dtype: str, rows: list[dict]) -> None:

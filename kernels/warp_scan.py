@@ -195,18 +195,6 @@ def bench(size: int, repeats: int = 200) -> dict:
             "speedup": round(times["reference"] / times["kernel"], 2)}
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m livehead.kernels.warp_scan",
                                      description="The warp's displacement map: numba kernel against numpy.")
@@ -222,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         print(row)
     if args.json:
         import numba
+
+        from livehead.kernels.bench_io import cpu_name
 
         info = dict(kernel="warp_scan", device=dict(cpu=cpu_name(), logical_cores=os.cpu_count()),
                     python=platform.python_version(), numba=numba.__version__, numpy=np.__version__,

@@ -15,6 +15,7 @@ import numpy as np
 
 from livehead.engine.runtime.runners import Runners
 from livehead.engine.runtime.session import Session
+from livehead.kernels.bench_io import cpu_name
 
 if TYPE_CHECKING:  # the session pulls in PyAV; GPU benchmarks import machine_info without it
     from livehead.engine.runtime.session import Avatar
@@ -135,16 +136,6 @@ def save_result(path: str | Path, result: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     return path
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info() -> dict:
